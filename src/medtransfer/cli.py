@@ -1,0 +1,215 @@
+"""Command line: one thin sub-command per job.
+
+Every sub-command accepts the global root flags (before or after its name). Errors the
+user can fix are printed without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from medtransfer import __version__
+from medtransfer.config import Roots, resolve_roots
+from medtransfer.errors import MedTransferError
+
+
+def _add_roots(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    default = None if top_level else argparse.SUPPRESS
+    group = parser.add_argument_group("roots")
+    group.add_argument(
+        "--data-root",
+        default=default,
+        help="folder holding the datasets, read only (env MEDTRANSFER_DATA; "
+        "default ~/medtransfer-data)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        default=default,
+        help="downloads, weights, manifests, features; safe to delete (env MEDTRANSFER_CACHE; "
+        "default: the user cache dir)",
+    )
+    group.add_argument(
+        "--results-dir",
+        default=default,
+        help="records and logs (env MEDTRANSFER_RESULTS; default ~/medtransfer-results)",
+    )
+
+
+def _add_compute(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("compute")
+    group.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU when there is one, mixed precision there), cpu or cuda[:N]",
+    )
+    group.add_argument("--workers", type=int, default=0, help="image decoding processes")
+    group.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_data(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "-d",
+        "--dataset",
+        required=required,
+        help="catalog name or alias (see `datasets list`), imagefolder:PATH or csv:PATH",
+    )
+    parser.add_argument(
+        "--split-policy",
+        choices=("patient", "original"),
+        default="patient",
+        help="patient: no patient on both sides (default); original: the study's exact split",
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", required=True, help="catalog model (see `models list`)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a torchvision-format state dict to load into the model's architecture",
+    )
+    parser.add_argument(
+        "--model-seed", type=int, default=0, help="seed of random-init models (random_*)"
+    )
+    parser.add_argument(
+        "-n",
+        "--no-norm",
+        action="store_true",
+        help="the original's --no-norm: feed [0,1] pixels without mean/std normalisation "
+        "(histogram-normalised models keep theirs, as in the original)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtransfer",
+        description="Which pretrained backbone should I start from for medical imaging, and why?",
+    )
+    parser.add_argument("--version", action="version", version=f"medtransfer {__version__}")
+    _add_roots(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    datasets = commands.add_parser("datasets", help="list, check and synthesise datasets")
+    dataset_commands = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = dataset_commands.add_parser("list", help="the dataset catalog")
+    _add_roots(listing, top_level=False)
+    check = dataset_commands.add_parser(
+        "check", help="counts per class and split, and every problem with its file"
+    )
+    _add_data(check)
+    check.add_argument("--workers", type=int, default=4, help="threads opening images")
+    check.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_roots(check, top_level=False)
+    synth = dataset_commands.add_parser(
+        "synth", help="write a small synthetic tree in the dataset's published layout"
+    )
+    synth.add_argument("-d", "--dataset", required=True)
+    synth.add_argument("--out", type=Path, required=True, help="folder to write DATASET/ into")
+    synth.add_argument("--per-class", type=int, default=40, help="images per class")
+    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
+    _add_roots(synth, top_level=False)
+
+    models = commands.add_parser("models", help="the model catalog")
+    model_commands = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    model_list = model_commands.add_parser("list", help="every catalog model")
+    _add_roots(model_list, top_level=False)
+
+    few_shot = commands.add_parser(
+        "few-shot",
+        help="prototypical-network few-shot evaluation over cached features",
+        description="Few-shot evaluation as in the original study (prototypical networks, "
+        "squared Euclidean distance to class means), over features extracted once. Prints "
+        "'Test Acc = X% +- Y%' and writes a record.",
+    )
+    _add_data(few_shot)
+    _add_model(few_shot)
+    few_shot.add_argument("--n-way", type=int, default=5, help="classes per episode")
+    few_shot.add_argument("--n-support", type=int, default=5, help="support images per class")
+    few_shot.add_argument("--n-query", type=int, default=15, help="query images per class")
+    few_shot.add_argument("--iter-num", type=int, default=600, help="number of episodes")
+    few_shot.add_argument("-i", "--image-size", type=int, default=224, help="crop size")
+    few_shot.add_argument(
+        "--resize",
+        choices=("square", "shorter"),
+        help="resize geometry (default: the original's for the dataset)",
+    )
+    few_shot.add_argument(
+        "--pool",
+        choices=("all", "train", "test"),
+        default="all",
+        help="which split episodes draw from (the original: all)",
+    )
+    few_shot.add_argument("--seed", type=int, default=0, help="episode seed")
+    _add_compute(few_shot)
+    _add_roots(few_shot, top_level=False)
+
+    demo = commands.add_parser(
+        "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
+    )
+    demo.add_argument("--quick", action="store_true", help="fewer images and episodes")
+    _add_compute(demo)
+    _add_roots(demo, top_level=False)
+    return parser
+
+
+def _roots(args: argparse.Namespace) -> Roots:
+    return resolve_roots(args.data_root, args.cache_dir, args.results_dir)
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from medtransfer.commands import datasets_check, datasets_list, datasets_synth
+
+    if args.action == "list":
+        return datasets_list(_roots(args))
+    if args.action == "check":
+        return datasets_check(_roots(args), args)
+    return datasets_synth(args)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from medtransfer.commands import models_list
+
+    return models_list(_roots(args))
+
+
+def _cmd_few_shot(args: argparse.Namespace) -> int:
+    from medtransfer.commands import few_shot
+
+    return few_shot(_roots(args), args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medtransfer.demo import run_demo
+
+    return run_demo(_roots(args), args)
+
+
+HANDLERS = {
+    "datasets": _cmd_datasets,
+    "models": _cmd_models,
+    "few-shot": _cmd_few_shot,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except MedTransferError as exc:
+        print(f"medtransfer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medtransfer: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

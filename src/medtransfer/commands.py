@@ -1,0 +1,105 @@
+"""The bodies of the command-line sub-commands (parsing lives in :mod:`medtransfer.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from medtransfer.config import Roots
+from medtransfer.textable import format_table
+
+
+def datasets_list(roots: Roots) -> int:
+    from medtransfer.data.catalog import CATALOG
+
+    rows = []
+    for spec in CATALOG:
+        present = "yes" if (roots.data / spec.folder).is_dir() else "no"
+        rows.append(
+            (
+                spec.name,
+                ", ".join(spec.aliases),
+                len(spec.class_names),
+                spec.metric,
+                spec.patients or "no (patient policy splits by image)",
+                present,
+            )
+        )
+    print(
+        format_table(
+            ("name", "aliases", "classes", "metric", "patient ids", f"in {roots.data}"), rows
+        )
+    )
+    print("\nYour own data: imagefolder:PATH (one folder per class) or csv:PATH (path,label[,patient]).")
+    return 0
+
+
+def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.data.catalog import resolve_dataset
+    from medtransfer.data.check import check_manifest
+    from medtransfer.data.manifest import load_manifest, split_counts
+
+    resolved = resolve_dataset(args.dataset, roots.data)
+    manifest = load_manifest(
+        resolved, roots.cache, split_policy=args.split_policy, seed=args.split_seed
+    )
+    print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
+    print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
+    print(split_counts(manifest).to_string())
+    problems = check_manifest(manifest, workers=args.workers, progress=not args.no_progress)
+    if not problems:
+        print("\nNo problems found.")
+        return 0
+    print(f"\n{len(problems)} problem(s):")
+    for problem in problems:
+        print(f"  {problem}")
+    return 1
+
+
+def datasets_synth(args: argparse.Namespace) -> int:
+    from medtransfer.data.synthetic import SynthOptions, synthesize
+
+    root = synthesize(
+        args.dataset,
+        args.out,
+        SynthOptions(per_class=args.per_class, size=args.size, seed=args.seed),
+    )
+    print(f"Wrote a synthetic tree in the published layout to {root}")
+    print(f"Use it with: medtransfer --data-root {args.out} few-shot --dataset {args.dataset} ...")
+    return 0
+
+
+def models_list(roots: Roots) -> int:
+    from medtransfer.models.catalog import list_models
+
+    rows = [
+        (spec.name, spec.arch, spec.method, spec.pretraining_data, spec.feature_dim)
+        for spec in list_models()
+    ]
+    print(format_table(("name", "architecture", "method", "pretraining data", "dim"), rows))
+    return 0
+
+
+def few_shot(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs import DataOptions, FewShotOptions, ModelOptions, RunOptions, run_few_shot
+
+    result = run_few_shot(
+        roots,
+        DataOptions(args.dataset, args.split_policy, args.split_seed),
+        ModelOptions(args.model, args.weights, args.model_seed, args.no_norm),
+        FewShotOptions(
+            n_way=args.n_way,
+            n_support=args.n_support,
+            n_query=args.n_query,
+            iter_num=args.iter_num,
+            image_size=args.image_size,
+            resize=args.resize,
+            pool=args.pool,
+            seed=args.seed,
+        ),
+        RunOptions(args.device, args.workers, args.batch_size, not args.no_progress),
+    )
+    source = "extracted now" if result.extracted else "read from the feature store"
+    print(f"features: {source}")
+    print(result.summary.line())
+    print(f"record: {result.record_path}")
+    return 0

@@ -1,0 +1,63 @@
+"""``datasets check``: every problem of a dataset on disk, each naming its file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medtransfer.data.images import verify_image
+from medtransfer.data.manifest import Manifest
+from medtransfer.data.sources.base import Problem
+from medtransfer.errors import ImageDecodeError
+
+
+def _verify(path: Path) -> Problem | None:
+    if not path.is_file():
+        return Problem(
+            "missing-file",
+            str(path),
+            "listed in the index file but not on disk",
+            "restore the file, or remove its row from the index file",
+        )
+    try:
+        verify_image(path)
+    except ImageDecodeError as exc:
+        return Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
+    return None
+
+
+def check_images(paths: Iterable[Path], *, workers: int = 4, progress: bool = True) -> list[Problem]:
+    """Open every image fully; a problem for each missing, truncated or undecodable file."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(
+            tqdm(
+                pool.map(_verify, paths),
+                total=len(paths),
+                desc="checking images",
+                unit="img",
+                disable=not progress,
+            )
+        )
+    return [p for p in results if p is not None]
+
+
+def check_manifest(manifest: Manifest, *, workers: int = 4, progress: bool = True) -> list[Problem]:
+    """The source's own problems, duplicated rows, empty classes and every bad image file."""
+    problems = list(manifest.problems)
+    duplicated = manifest.table["path"].duplicated(keep="first")
+    for path in manifest.table.loc[duplicated, "path"]:
+        problems.append(
+            Problem("duplicate", str(manifest.root / path), "listed more than once", "remove a row")
+        )
+    present = set(manifest.table["label"])
+    for index, name in enumerate(manifest.class_names):
+        if index not in present:
+            problems.append(
+                Problem("empty-class", f"{manifest.dataset}:{name}", "no image has this class")
+            )
+    problems.extend(check_images(manifest.absolute_paths(), workers=workers, progress=progress))
+    return problems

@@ -1,0 +1,221 @@
+"""Manifests: one table per (dataset, split policy) that every protocol reads.
+
+A manifest has one row per image with the columns ``path`` (posix, relative to the
+dataset folder), ``label`` (int), ``class_name``, ``patient`` and ``split``
+(``train`` / ``test``). It is deterministic, content-hashed (the hash covers rows, class
+names and every policy) and kept in the cache as CSV beside a JSON of its parameters.
+
+Split policies
+--------------
+``original``
+    The original study's split, row for row: ``DataFrame.sample(frac=1, random_state=42)``
+    over the whole index file, then the first ``floor(0.8 N)`` rows are train.
+``patient`` (default)
+    Every patient's images stay on one side. Patients are shuffled with the seed inside each
+    class (a patient's class is its most frequent label) and taken into test until the
+    class's test share reaches ``test_fraction`` of its images. Where the data has no
+    patient ids, each image is its own patient (``datasets list`` says which do).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.catalog import ResolvedDataset, dataset_key
+from medtransfer.data.sources.base import Problem
+from medtransfer.errors import DatasetError
+from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
+
+SPLIT_POLICIES = ("patient", "original")
+MANIFEST_COLUMNS = ("path", "label", "class_name", "patient", "split")
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The rows of one dataset under one split policy.
+
+    ``table``: DataFrame with :data:`MANIFEST_COLUMNS`, N rows; ``root``: the dataset folder
+    the paths are relative to; ``hash``: sha256 over rows, class names and ``params``.
+    """
+
+    dataset: str
+    root: Path
+    class_names: tuple[str, ...]
+    table: pd.DataFrame
+    params: dict[str, Any]
+    hash: str
+    problems: tuple[Problem, ...] = field(default=(), compare=False)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class index per row, shape (N,), int64."""
+        return self.table["label"].to_numpy(dtype=np.int64)
+
+    def absolute_paths(self) -> list[Path]:
+        """Absolute image path per row, in row order."""
+        return [self.root / p for p in self.table["path"]]
+
+    def select(self, split: str) -> np.ndarray:
+        """Row indices of a split (``train``, ``test``) or of every row (``all``), shape (n,)."""
+        if split == "all":
+            return np.arange(len(self.table))
+        if split not in set(self.table["split"]):
+            raise DatasetError(
+                f"{self.dataset}: split {split!r} has no rows; splits present: "
+                f"{sorted(set(self.table['split']))}."
+            )
+        return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+
+def original_split(n_rows: int, seed: int = 42, train_fraction: float = 0.8) -> np.ndarray:
+    """The original's split: split name per source row, shape (n_rows,).
+
+    Row order after ``DataFrame.sample(frac=1, random_state=seed)``; the first
+    ``floor(train_fraction * n_rows)`` shuffled rows are train, the rest test.
+    """
+    order = pd.RangeIndex(n_rows).to_series().sample(frac=1, random_state=seed).to_numpy()
+    split = np.empty(n_rows, dtype=object)
+    n_train = math.floor(train_fraction * n_rows)
+    split[order[:n_train]] = "train"
+    split[order[n_train:]] = "test"
+    return split
+
+
+def patient_split(
+    labels: np.ndarray, patients: np.ndarray, seed: int = 0, test_fraction: float = 0.2
+) -> np.ndarray:
+    """A patient-grouped, class-stratified split: split name per row, shape (N,).
+
+    ``labels``: (N,) int; ``patients``: (N,) str, "" meaning "unknown" (the row is then its
+    own patient). No patient ever has rows on both sides.
+    """
+    n = len(labels)
+    groups = np.where(patients == "", np.char.add("row:", np.arange(n).astype(str)), patients)
+    frame = pd.DataFrame({"group": groups, "label": labels})
+    per_group = frame.groupby("group", sort=True)["label"].agg(
+        size="size", label=lambda s: s.value_counts().sort_index().idxmax()
+    )
+    rng = np.random.default_rng(seed)
+    test_groups: list[str] = []
+    for _, members in per_group.groupby("label", sort=True):
+        if len(members) < 2:
+            continue  # a class with one patient cannot be on both sides; it stays in train
+        perm = rng.permutation(len(members))
+        cumulative = np.cumsum(members["size"].to_numpy()[perm])
+        target = test_fraction * cumulative[-1]
+        n_test = int(np.searchsorted(cumulative, target, side="left")) + 1
+        n_test = min(max(n_test, 1), len(members) - 1)
+        test_groups.extend(members.index.to_numpy()[perm[:n_test]])
+    return np.where(np.isin(groups, test_groups), "test", "train").astype(object)
+
+
+def build_manifest(
+    dataset: ResolvedDataset,
+    *,
+    split_policy: str = "patient",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Manifest:
+    """Read ``dataset`` from its published layout and split it; opens no image."""
+    if split_policy not in SPLIT_POLICIES:
+        raise DatasetError(
+            f"Unknown split policy {split_policy!r}; choose one of {', '.join(SPLIT_POLICIES)}."
+        )
+    spec = dataset.spec
+    if not dataset.root.is_dir():
+        raise DatasetError(
+            f"{spec.name}: folder {dataset.root} not found. Put the dataset there in its published "
+            f"layout, or point --data-root (MEDTRANSFER_DATA) at the folder that holds "
+            f"'{spec.folder or dataset.root.name}'."
+        )
+    source = spec.read(dataset.root)
+    table = source.table.copy()
+    if table.empty:
+        raise DatasetError(f"{spec.name}: no images listed under {dataset.root}.")
+    labels = table["label"].to_numpy(dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= len(spec.class_names):
+        raise DatasetError(f"{spec.name}: labels outside 0..{len(spec.class_names) - 1}.")
+    params: dict[str, Any] = {"split_policy": split_policy, "label_policy": "original"}
+    if split_policy == "original":
+        table["split"] = original_split(len(table), seed=42)
+        params["split_seed"] = 42
+        params["test_fraction"] = 0.2
+    else:
+        table["split"] = patient_split(
+            labels, table["patient"].to_numpy(dtype=str), seed=seed, test_fraction=test_fraction
+        )
+        params["split_seed"] = seed
+        params["test_fraction"] = test_fraction
+        params["patient_ids"] = bool(spec.patients)
+    table["class_name"] = [spec.class_names[i] for i in labels]
+    table = table.loc[:, list(MANIFEST_COLUMNS)]
+    digest = sha256_json(
+        {
+            "version": MANIFEST_VERSION,
+            "dataset": spec.name,
+            "class_names": list(spec.class_names),
+            "params": params,
+            "rows": table.to_csv(index=False),
+        }
+    )
+    return Manifest(
+        dataset=spec.name,
+        root=dataset.root,
+        class_names=spec.class_names,
+        table=table,
+        params=params,
+        hash=digest,
+        problems=tuple(source.problems),
+    )
+
+
+def save_manifest(manifest: Manifest, cache_root: Path, dataset_dir: str) -> Path:
+    """Keep the manifest in ``<cache>/manifests/<dataset>/<hash16>.csv`` (+ ``.json``)."""
+    folder = cache_root / "manifests" / dataset_dir
+    csv_path = folder / f"{manifest.hash[:16]}.csv"
+    if not csv_path.exists():
+        atomic_write_json(
+            csv_path.with_suffix(".json"),
+            {
+                "dataset": manifest.dataset,
+                "root": str(manifest.root),
+                "class_names": list(manifest.class_names),
+                "params": manifest.params,
+                "hash": manifest.hash,
+                "rows": len(manifest),
+            },
+        )
+        atomic_write_text(csv_path, manifest.table.to_csv(index=False))
+    return csv_path
+
+
+def load_manifest(dataset: ResolvedDataset, cache_root: Path, **policies: Any) -> Manifest:
+    """Build the manifest of ``dataset`` and keep a copy in the cache."""
+    manifest = build_manifest(dataset, **policies)
+    save_manifest(manifest, cache_root, dataset_key(dataset.spec))
+    return manifest
+
+
+def split_counts(manifest: Manifest) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals."""
+    counts = pd.crosstab(
+        manifest.table["class_name"], manifest.table["split"], margins=True, margins_name="total"
+    )
+    order = [c for c in ("train", "val", "test", "total") if c in counts.columns]
+    return counts.loc[:, order]
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """One line naming the policies, for logs."""
+    return json.dumps(params, sort_keys=True)

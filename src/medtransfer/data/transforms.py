@@ -1,0 +1,71 @@
+"""Geometric preprocessing: decoded image -> float tensor in [0, 1].
+
+Input normalisation (ImageNet statistics, histogram equalisation, ...) is NOT done here:
+each backbone applies its own inside its forward pass, so no caller can skip or double it.
+
+Two resize geometries exist because the original used both (spec §2.3):
+
+``square``
+    ``Resize([int(1.15 S), int(1.15 S)])`` (bilinear, aspect ratio not kept), then
+    ``CenterCrop(S)``: the original's few-shot pipeline for small datasets.
+``shorter``
+    ``Resize(S)`` on the shorter side (bicubic, aspect kept), then ``CenterCrop(S)``: the
+    original's linear / fine-tune pipeline and its few-shot cache for large datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from medtransfer.data.images import load_image
+from medtransfer.errors import ConfigError
+
+RESIZE_MODES = ("square", "shorter")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize geometry and crop size ``image_size`` (S)."""
+
+    image_size: int = 224
+    resize: str = "square"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"Unknown resize mode {self.resize!r}; use one of {RESIZE_MODES}.")
+        if self.image_size < 8:
+            raise ConfigError(f"--image-size {self.image_size} is too small (minimum 8).")
+
+    def describe(self) -> dict[str, object]:
+        """Every parameter, for records and cache keys."""
+        return {"version": 1, **asdict(self)}
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> tensor (3, S, S) float32 in [0, 1]."""
+        size = self.image_size
+        if self.resize == "square":
+            side = int(size * 1.15)
+            image = TF.resize(image, [side, side], interpolation=InterpolationMode.BILINEAR)
+        else:
+            image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)
+        return TF.to_tensor(TF.center_crop(image, [size, size]))
+
+
+class ImageFiles(torch.utils.data.Dataset[torch.Tensor]):
+    """Decoded, preprocessed images of a list of files; item i is (3, S, S) float32."""
+
+    def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
+        self.paths = paths
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.preprocessing(load_image(self.paths[index]))

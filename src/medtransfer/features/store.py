@@ -1,0 +1,224 @@
+"""The feature store: each image goes through a frozen backbone once.
+
+Features live in ``<cache>/features/<model>/<dataset>/<key16>/``:
+
+``features.npy``  float32 (N, D), read back memory-mapped
+``rows.csv``      the manifest rows the features belong to, in the same order
+``meta.json``     the key's ingredients, shapes, timings
+
+The key is a hash of (weights sha256, input normalisation, architecture, manifest hash,
+the image files' sizes and modification times, preprocessing). A store folder appears
+only once complete (it is built under a temporary name and renamed), so an interrupted
+extraction never reads as finished. Work is saved in shards under ``<key16>.partial/``
+as it goes, and a re-run resumes from the last finished shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medtransfer.data.manifest import Manifest
+from medtransfer.data.transforms import ImageFiles, Preprocessing
+from medtransfer.fsutil import atomic_directory, atomic_write_json, sha256_json
+
+STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of every manifest row.
+
+    ``features``: (N, D) float32 (memory-mapped); ``labels``: (N,) int64; ``computed``:
+    whether this call ran forward passes (False when read from the store);
+    ``seconds``: time spent extracting in this call.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    key: str
+    path: Path
+    computed: bool
+    seconds: float
+
+
+def source_fingerprint(paths: Sequence[Path]) -> str:
+    """Hash of each file's size and modification time: changes when an image is replaced."""
+    stats = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            stats.append((info.st_size, info.st_mtime_ns))
+        except FileNotFoundError:
+            stats.append((-1, -1))
+    return sha256_json(stats)
+
+
+def feature_key(
+    weights_sha256: str,
+    normalization: str,
+    arch: str,
+    manifest: Manifest,
+    preprocessing: Preprocessing,
+    fingerprint: str,
+) -> str:
+    """The store key: a sha256 over everything the features depend on."""
+    return sha256_json(
+        {
+            "version": STORE_VERSION,
+            "weights_sha256": weights_sha256,
+            "normalization": normalization,
+            "arch": arch,
+            "manifest": manifest.hash,
+            "files": fingerprint,
+            "preprocessing": preprocessing.describe(),
+        }
+    )
+
+
+def _autocast(device: str) -> contextlib.AbstractContextManager[None]:
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _shards(n_rows: int, shard_rows: int) -> Iterator[tuple[int, int, int]]:
+    for index, start in enumerate(range(0, n_rows, shard_rows)):
+        yield index, start, min(start + shard_rows, n_rows)
+
+
+def extract(
+    backbone: torch.nn.Module,
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+    description: str = "features",
+) -> np.ndarray:
+    """Forward every image once: returns (len(paths), D) float32.
+
+    The backbone is put in eval mode and run under ``torch.inference_mode``; on CUDA with
+    mixed precision. Images are decoded by ``workers`` processes.
+    """
+    backbone.eval().to(device)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(list(paths), preprocessing),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+    )
+    chunks: list[np.ndarray] = []
+    with (
+        torch.inference_mode(),
+        _autocast(device),
+        tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar,
+    ):
+        for images in loader:
+            output = backbone(images.to(device, non_blocking=True))
+            chunks.append(output.float().cpu().numpy())
+            bar.update(len(images))
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def get_features(
+    backbone: torch.nn.Module,
+    manifest: Manifest,
+    preprocessing: Preprocessing,
+    store_root: Path,
+    *,
+    weights_sha256: str,
+    normalization: str,
+    arch: str,
+    device: str = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+    shard_rows: int = 4096,
+) -> FeatureSet:
+    """Features of every row of ``manifest``, from the store or extracted now (once)."""
+    paths = manifest.absolute_paths()
+    key = feature_key(
+        weights_sha256, normalization, arch, manifest, preprocessing, source_fingerprint(paths)
+    )
+    final = store_root / key[:16]
+    labels = manifest.labels
+    if (final / "meta.json").is_file():
+        return FeatureSet(_open(final), labels, key, final, computed=False, seconds=0.0)
+
+    partial = store_root / f"{key[:16]}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for index, start, stop in _shards(len(paths), shard_rows):
+        shard = partial / f"shard-{index:05d}.npy"
+        if shard.is_file():
+            continue  # finished by an earlier, interrupted run
+        block = extract(
+            backbone,
+            paths[start:stop],
+            preprocessing,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            description=f"features {start}-{stop} of {len(paths)}",
+        )
+        tmp = partial / f".shard-{index:05d}.tmp.npy"
+        np.save(tmp, block)
+        os.replace(tmp, shard)
+    seconds = time.perf_counter() - started
+
+    with atomic_directory(final) as tmp_dir:
+        shard_files = [partial / f"shard-{i:05d}.npy" for i, _, _ in _shards(len(paths), shard_rows)]
+        blocks = [np.load(f, mmap_mode="r") for f in shard_files]
+        dim = blocks[0].shape[1]
+        out = np.lib.format.open_memmap(
+            tmp_dir / "features.npy", mode="w+", dtype=np.float32, shape=(len(paths), dim)
+        )
+        row = 0
+        for block in blocks:
+            out[row : row + len(block)] = block
+            row += len(block)
+        out.flush()
+        del out
+        manifest.table.to_csv(tmp_dir / "rows.csv", index=False)
+        atomic_write_json(
+            tmp_dir / "meta.json",
+            {
+                "key": key,
+                "dataset": manifest.dataset,
+                "manifest_hash": manifest.hash,
+                "weights_sha256": weights_sha256,
+                "normalization": normalization,
+                "arch": arch,
+                "preprocessing": preprocessing.describe(),
+                "shape": [len(paths), dim],
+                "extraction_seconds": seconds,
+            },
+        )
+    shutil.rmtree(partial, ignore_errors=True)
+    return FeatureSet(_open(final), labels, key, final, computed=True, seconds=seconds)
+
+
+def _open(folder: Path) -> np.ndarray:
+    features = np.load(folder / "features.npy", mmap_mode="r")
+    meta = json.loads((folder / "meta.json").read_text())
+    if list(features.shape) != meta["shape"]:
+        raise RuntimeError(f"{folder}: feature store is damaged; delete the folder and re-run.")
+    return features

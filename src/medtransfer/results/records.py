@@ -1,0 +1,127 @@
+"""Run records: one self-describing JSON file per run, plus a log for people.
+
+Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
+``<run_id>.log`` beside it. ``run_id`` is the UTC start time plus the first 8 hex digits
+of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
+each other and one configuration's runs sort together in time. The schema is documented in
+``docs/records.md``; bump :data:`SCHEMA_VERSION` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import medtransfer
+from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
+
+SCHEMA_VERSION = 1
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "x"
+
+
+def git_commit() -> str | None:
+    """The commit of the medtransfer checkout this code runs from, when it is one."""
+    package_dir = Path(medtransfer.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(package_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    """Versions and device a record was produced with."""
+    info: dict[str, Any] = {
+        "medtransfer": medtransfer.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+@dataclass
+class Record:
+    """Everything a run produced and depended on; see ``docs/records.md``."""
+
+    protocol: str
+    model: str
+    dataset: str
+    params: dict[str, Any]
+    seed: int
+    metrics: dict[str, Any]
+    weights_sha256: str
+    manifest_hash: str
+    timings: dict[str, float]
+    environment: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: str = field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+    def config_hash(self) -> str:
+        """Hash of what defines the run (not its outputs, timings or environment)."""
+        return sha256_json(
+            {
+                "protocol": self.protocol,
+                "model": self.model,
+                "dataset": self.dataset,
+                "params": self.params,
+                "seed": self.seed,
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "protocol": self.protocol,
+            "model": self.model,
+            "dataset": self.dataset,
+            "params": self.params,
+            "seed": self.seed,
+            "metrics": self.metrics,
+            "weights_sha256": self.weights_sha256,
+            "manifest_hash": self.manifest_hash,
+            "config_hash": self.config_hash(),
+            "timings": self.timings,
+            "environment": self.environment,
+            **self.extra,
+        }
+
+
+def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Path:
+    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path."""
+    folder = (
+        results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
+    )
+    stamp = record.created.replace("-", "").replace(":", "")
+    run_id = f"{stamp}-{record.config_hash()[:8]}"
+    path = folder / f"{run_id}.json"
+    counter = 1
+    while path.exists():
+        counter += 1
+        path = folder / f"{run_id}-{counter}.json"
+    atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
+    atomic_write_json(path, record.to_json())
+    return path
