@@ -1,0 +1,122 @@
+"""Feature store: one forward pass per image, keyed, atomic, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medtransfer.data.catalog import resolve_dataset
+from medtransfer.data.manifest import build_manifest
+from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.transforms import Preprocessing
+from medtransfer.features import store
+from medtransfer.features.store import get_features
+
+
+class CountingNet(torch.nn.Module):
+    """Mean colour per channel and a BatchNorm that must stay in eval mode; counts images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(3)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.bn(x.mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def manifest(tmp_path: Path):
+    synthesize("shenzhencxr", tmp_path, SynthOptions(per_class=5, size=24))
+    return build_manifest(resolve_dataset("shenzhencxr", tmp_path))
+
+
+def _get(net, manifest, root, **kw):
+    return get_features(
+        net,
+        manifest,
+        Preprocessing(image_size=16),
+        root,
+        weights_sha256="w" * 64,
+        normalization="none",
+        arch="test",
+        progress=False,
+        **kw,
+    )
+
+
+def test_second_call_runs_no_forward_pass(manifest, tmp_path: Path) -> None:
+    net = CountingNet()
+    first = _get(net, manifest, tmp_path / "store")
+    assert first.computed and net.seen == 10
+    assert first.features.shape == (10, 3) and first.features.dtype == np.float32
+    second = _get(net, manifest, tmp_path / "store")
+    assert not second.computed and net.seen == 10
+    assert np.array_equal(np.asarray(first.features), np.asarray(second.features))
+    assert isinstance(second.features, np.memmap)
+    # rows are stored beside the features, in order
+    assert (second.path / "rows.csv").read_text().splitlines()[1].split(",")[0] == (
+        manifest.table["path"].iloc[0]
+    )
+
+
+def test_eval_mode_is_enforced(manifest, tmp_path: Path) -> None:
+    net = CountingNet().train()
+    before = net.bn.running_mean.clone()
+    _get(net, manifest, tmp_path / "store")
+    assert not net.training
+    assert torch.equal(net.bn.running_mean, before)
+
+
+def test_key_changes_with_preprocessing_and_replaced_file(manifest, tmp_path: Path) -> None:
+    net = CountingNet()
+    a = _get(net, manifest, tmp_path / "store")
+    b = get_features(
+        net,
+        manifest,
+        Preprocessing(image_size=12),
+        tmp_path / "store",
+        weights_sha256="w" * 64,
+        normalization="none",
+        arch="test",
+        progress=False,
+    )
+    assert a.key != b.key
+    victim = manifest.absolute_paths()[0]
+    victim.write_bytes(victim.read_bytes())  # same content, new mtime
+    import os
+
+    os.utime(victim, ns=(1, 1))
+    c = _get(net, manifest, tmp_path / "store")
+    assert c.key != a.key and c.computed
+
+
+def test_interrupted_extraction_resumes_and_never_reads_complete(
+    manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_extract = store.extract
+    calls = {"n": 0}
+
+    def failing_extract(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(store, "extract", failing_extract)
+    net = CountingNet()
+    with pytest.raises(KeyboardInterrupt):
+        _get(net, manifest, tmp_path / "store", shard_rows=4)
+    complete = [p for p in (tmp_path / "store").iterdir() if (p / "meta.json").exists()]
+    assert complete == []
+    assert net.seen == 4  # one shard of 4 finished and saved
+    monkeypatch.setattr(store, "extract", real_extract)
+    resumed = _get(net, manifest, tmp_path / "store", shard_rows=4)
+    assert net.seen == 10  # only the 6 missing images were run
+    fresh = _get(CountingNet(), manifest, tmp_path / "other", shard_rows=4)
+    assert np.allclose(np.asarray(resumed.features), np.asarray(fresh.features))
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "store").iterdir())

@@ -1,0 +1,68 @@
+"""Records: schema keys, atomic write, log beside, no overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medtransfer.results.records import SCHEMA_VERSION, Record, environment_info, write_record
+
+
+def _record(**overrides) -> Record:
+    fields = dict(
+        protocol="few-shot",
+        model="random_r18",
+        dataset="shenzhencxr",
+        params={"n_way": 2, "split_policy": "patient"},
+        seed=0,
+        metrics={"accuracy": 73.76, "accuracy_ci95": 0.66},
+        weights_sha256="a" * 64,
+        manifest_hash="b" * 64,
+        timings={"extraction_s": 1.0},
+        environment=environment_info("cpu"),
+    )
+    fields.update(overrides)
+    return Record(**fields)
+
+
+def test_record_has_schema_keys_and_log(tmp_path: Path) -> None:
+    path = write_record(tmp_path, _record(), ["INFO:root:Test Acc = 73.76% +- 0.66%"])
+    assert path.parent == tmp_path / "few-shot" / "random_r18" / "shenzhencxr"
+    data = json.loads(path.read_text())
+    for key in (
+        "schema_version",
+        "protocol",
+        "model",
+        "dataset",
+        "params",
+        "seed",
+        "metrics",
+        "weights_sha256",
+        "manifest_hash",
+        "timings",
+        "environment",
+    ):
+        assert key in data
+    assert data["schema_version"] == SCHEMA_VERSION
+    for key in ("medtransfer", "git_commit", "torch", "device"):
+        assert key in data["environment"]
+    assert path.with_suffix(".log").read_text().startswith("INFO:root:Test Acc")
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_repeated_runs_never_overwrite(tmp_path: Path) -> None:
+    record = _record()
+    a = write_record(tmp_path, record, [])
+    b = write_record(tmp_path, record, [])
+    assert a != b and a.exists() and b.exists()
+
+
+def test_config_hash_ignores_outputs() -> None:
+    assert _record().config_hash() == _record(metrics={"accuracy": 1.0}).config_hash()
+    assert _record().config_hash() != _record(seed=1).config_hash()
+
+
+def test_user_dataset_names_are_safe_folder_names(tmp_path: Path) -> None:
+    path = write_record(tmp_path, _record(dataset="csv:/data/x/labels.csv"), [])
+    assert path.is_relative_to(tmp_path)
+    assert ":" not in path.parent.name
