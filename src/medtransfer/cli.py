@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medtransfer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("medtransfer: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)
+        print(
+            "medtransfer: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr
+        )
         return 130
 
 

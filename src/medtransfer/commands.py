@@ -29,7 +29,10 @@ def datasets_list(roots: Roots) -> int:
             ("name", "aliases", "classes", "metric", "patient ids", f"in {roots.data}"), rows
         )
     )
-    print("\nYour own data: imagefolder:PATH (one folder per class) or csv:PATH (path,label[,patient]).")
+    print(
+        "\nYour own data: imagefolder:PATH (one folder per class) or "
+        "csv:PATH (columns path,label[,patient])."
+    )
     return 0
 
 

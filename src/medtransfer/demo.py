@@ -80,7 +80,9 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
                 run,
             )
             summary = result.summary
-            rows.append((title, f"{n_way}-way", model, f"{summary.accuracy:.2f} ± {summary.ci95:.2f}"))
+            rows.append(
+                (title, f"{n_way}-way", model, f"{summary.accuracy:.2f} ± {summary.ci95:.2f}")
+            )
             print(f"  {model:>20} on {dataset.split('/')[-1]}: {summary.line()}")
     print()
     print(format_table(("data", "episodes", "model", "5-shot accuracy % (95% CI)"), rows))

@@ -132,7 +132,7 @@ def test_missing_folder_and_csv_errors_name_the_culprit(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_known_names() -> None:
-    with pytest.raises(DatasetError, match="shenzhencxr.*montgomerycxr"):
+    with pytest.raises(DatasetError, match=r"shenzhencxr.*montgomerycxr"):
         get_dataset_spec("chexpertt")
 
 

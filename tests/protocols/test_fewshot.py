@@ -87,7 +87,9 @@ def test_class_with_too_few_images_is_a_clear_error() -> None:
 
 def test_more_ways_than_classes_is_an_error() -> None:
     with pytest.raises(ProtocolError, match="--n-way 5"):
-        sample_episodes(np.repeat([0, 1], 50), n_way=5, n_support=1, n_query=1, n_episodes=1, seed=0)
+        sample_episodes(
+            np.repeat([0, 1], 50), n_way=5, n_support=1, n_query=1, n_episodes=1, seed=0
+        )
 
 
 def test_summary_uses_population_std_and_196() -> None:

@@ -29,7 +29,9 @@ def _verify(path: Path) -> Problem | None:
     return None
 
 
-def check_images(paths: Iterable[Path], *, workers: int = 4, progress: bool = True) -> list[Problem]:
+def check_images(
+    paths: Iterable[Path], *, workers: int = 4, progress: bool = True
+) -> list[Problem]:
     """Open every image fully; a problem for each missing, truncated or undecodable file."""
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

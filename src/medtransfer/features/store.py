@@ -185,7 +185,9 @@ def get_features(
     seconds = time.perf_counter() - started
 
     with atomic_directory(final) as tmp_dir:
-        shard_files = [partial / f"shard-{i:05d}.npy" for i, _, _ in _shards(len(paths), shard_rows)]
+        shard_files = [
+            partial / f"shard-{i:05d}.npy" for i, _, _ in _shards(len(paths), shard_rows)
+        ]
         blocks = [np.load(f, mmap_mode="r") for f in shard_files]
         dim = blocks[0].shape[1]
         out = np.lib.format.open_memmap(

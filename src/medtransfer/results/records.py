@@ -112,9 +112,7 @@ class Record:
 
 def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Path:
     """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path."""
-    folder = (
-        results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
-    )
+    folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
     path = folder / f"{run_id}.json"

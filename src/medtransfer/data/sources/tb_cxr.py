@@ -118,7 +118,7 @@ def read_tb_layout(root: Path, layout: TbLayout) -> SourceTable:
                     "check which of the two is right",
                 )
             )
-    patients = names.map(lambda n: (m["patient"] if (m := _SUFFIX.match(n)) else Path(n).stem))
+    patients = names.map(lambda n: m["patient"] if (m := _SUFFIX.match(n)) else Path(n).stem)
     table = pd.DataFrame(
         {"path": layout.image_dir + "/" + names, "label": labels, "patient": patients}
     )

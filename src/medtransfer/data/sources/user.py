@@ -35,7 +35,9 @@ def scan_imagefolder(root: Path) -> tuple[tuple[str, ...], SourceTable]:
     problems: list[Problem] = []
     for index, name in enumerate(classes):
         files = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            p
+            for p in (root / name).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:
             problems.append(
