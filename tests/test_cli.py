@@ -1,0 +1,139 @@
+"""End to end through the command line, on synthetic trees in the published layouts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medtransfer.cli import main
+from medtransfer.features import store
+
+FEW_SHOT = [
+    "few-shot",
+    "--model",
+    "random_r18",
+    "--n-way",
+    "2",
+    "--n-support",
+    "5",
+    "--n-query",
+    "5",
+    "--iter-num",
+    "40",
+    "--image-size",
+    "32",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for name in ("shenzhencxr", "montgomerycxr"):
+        args = ["datasets", "synth", "--dataset", name, "--out", str(root)]
+        assert main([*args, "--per-class", "12", "--size", "48"]) == 0
+    return root
+
+
+def _record_path(output: str) -> Path:
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("record: ")
+    return Path(last.removeprefix("record: "))
+
+
+def test_few_shot_twice_second_run_does_no_forward_pass(
+    data_root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["--data-root", str(data_root), *FEW_SHOT, "--dataset", "shenzhencxr"]
+    assert main(args) == 0
+    first_out = capsys.readouterr().out
+    assert "Test Acc = " in first_out and "extracted now" in first_out
+    first = json.loads(_record_path(first_out).read_text())
+
+    def no_forward(*_args, **_kwargs):
+        raise AssertionError("the second run must not run the backbone")
+
+    monkeypatch.setattr(store, "extract", no_forward)
+    assert main(args) == 0
+    second_out = capsys.readouterr().out
+    assert "read from the feature store" in second_out
+    second = json.loads(_record_path(second_out).read_text())
+    assert second["features_extracted"] is False
+    assert second["metrics"] == first["metrics"]
+    assert first["protocol"] == "few-shot" and first["model"] == "random_r18"
+    assert first["dataset"] == "shenzhencxr"
+    assert first["params"]["split_policy"] == "patient"
+    assert first["params"]["n_support"] == 5
+    assert len(first["weights_sha256"]) == 64 and len(first["manifest_hash"]) == 64
+    assert 0 <= first["metrics"]["accuracy"] <= 100 and first["metrics"]["accuracy_ci95"] >= 0
+    log = _record_path(second_out).with_suffix(".log").read_text()
+    assert "Test Acc = " in log
+
+
+def test_few_shot_on_montgomery_16bit_with_original_split(
+    data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--data-root", str(data_root), *FEW_SHOT, "--dataset", "montgomery"]
+    assert main([*args, "--split-policy", "original"]) == 0
+    record = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert record["dataset"] == "montgomerycxr"
+    assert record["params"]["split_policy"] == "original"
+
+
+def test_roots_flags_after_the_command(data_root: Path, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "elsewhere"
+    args = [*FEW_SHOT, "--dataset", "shenzhencxr", "--data-root", str(data_root)]
+    assert main([*args, "--results-dir", str(results)]) == 0
+    assert _record_path(capsys.readouterr().out).is_relative_to(results)
+
+
+def test_datasets_check_names_every_bad_file(data_root: Path, capsys) -> None:
+    images = data_root / "shenzhencxr" / "ChinaSet_AllFiles" / "CXR_png"
+    files = sorted(images.glob("*.png"))
+    files[0].unlink()
+    files[1].write_bytes(files[1].read_bytes()[:100])
+    code = main(["--data-root", str(data_root), "datasets", "check", "-d", "shenzhen"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "missing-file" in out and files[0].name in out
+    assert "unreadable-image" in out and files[1].name in out
+    assert "normal" in out and "tuberculosis" in out and "train" in out
+
+
+def test_datasets_check_clean_tree(data_root: Path, capsys) -> None:
+    assert main(["--data-root", str(data_root), "datasets", "check", "-d", "montgomerycxr"]) == 0
+    assert "No problems found." in capsys.readouterr().out
+
+
+def test_datasets_list_says_which_have_patient_ids(capsys) -> None:
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "shenzhencxr" in out and "montgomerycxr" in out and "patient" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["--dataset", "shenzen"], "shenzen"),
+        (["--dataset", "shenzhencxr", "--model", "resnet-9000"], "resnet-9000"),
+    ],
+)
+def test_unknown_names_exit_2_and_name_the_culprit(
+    data_root: Path, capsys, args: list[str], culprit: str
+) -> None:
+    base = ["--data-root", str(data_root), *FEW_SHOT]
+    assert main([*base, *args]) == 2
+    err = capsys.readouterr().err
+    assert culprit in err and "error" in err
+
+
+def test_corrupt_image_in_few_shot_names_the_file(data_root: Path, capsys) -> None:
+    images = data_root / "montgomerycxr" / "MontgomerySet" / "CXR_png"
+    victim = sorted(images.glob("*.png"))[3]
+    victim.write_bytes(b"not a png at all")
+    assert main(["--data-root", str(data_root), *FEW_SHOT, "--dataset", "montgomerycxr"]) == 2
+    assert victim.name in capsys.readouterr().err
