@@ -98,13 +98,17 @@ def main() -> None:
         fast_s = time.perf_counter() - start
 
     per_episode = args.n_way * (args.n_support + args.n_query)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     print(
         f"data: {len(manifest)} images, {args.image_size}px, model {args.model}; "
         f"{args.episodes} episodes of {args.n_way}-way {args.n_support}-shot "
         f"({per_episode} images each)"
     )
-    print(f"(a) original (forward pass per episode): {naive_s:8.2f} s  {summarize(naive_acc).line()}")
+    print(
+        f"(a) original (forward pass per episode): {naive_s:8.2f} s  {summarize(naive_acc).line()}"
+    )
     print(f"(b) medtransfer (extract once + cache):  {fast_s:8.2f} s  {summarize(fast_acc).line()}")
     print(f"speed-up: {naive_s / fast_s:.1f}x")
     print(f"episodes with identical accuracy: {(naive_acc == fast_acc).mean() * 100:.1f}%")

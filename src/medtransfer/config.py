@@ -5,11 +5,11 @@ default that does not depend on the current directory:
 
 =========  ======================  ===================  ===========================================
 root       flag                    environment          default
-=========  ======================  ===================  ===========================================
-data       ``--data-root``         MEDTRANSFER_DATA     ``~/medtransfer-data``
-cache      ``--cache-dir``         MEDTRANSFER_CACHE    the user cache dir (``~/.cache/medtransfer``)
-results    ``--results-dir``       MEDTRANSFER_RESULTS  ``~/medtransfer-results``
-=========  ======================  ===================  ===========================================
+=======  =================  ===================  =========================================
+data     ``--data-root``    MEDTRANSFER_DATA     ``~/medtransfer-data``
+cache    ``--cache-dir``    MEDTRANSFER_CACHE    user cache dir (``~/.cache/medtransfer``)
+results  ``--results-dir``  MEDTRANSFER_RESULTS  ``~/medtransfer-results``
+=======  =================  ===================  =========================================
 
 The data root is only ever read. The cache holds downloads, converted weights, manifests
 and features, and is safe to delete. The results root holds records and logs.
@@ -64,12 +64,14 @@ def resolve_roots(
         cache=_pick(cache_dir, ENV_CACHE, Path(platformdirs.user_cache_dir("medtransfer"))),
         results=_pick(results_dir, ENV_RESULTS, home / "medtransfer-results"),
     )
-    for name, writable in (("cache", roots.cache), ("results", roots.results)):
+    for name, flag, writable in (
+        ("cache", "cache-dir", roots.cache),
+        ("results", "results-dir", roots.results),
+    ):
         if writable == roots.data or roots.data in writable.parents:
             raise ConfigError(
                 f"The {name} root {writable} lies inside the data root {roots.data}; nothing may "
-                f"be written into the data root. Point --{'cache-dir' if name == 'cache' else 'results-dir'} "
-                "somewhere else."
+                f"be written into the data root. Point --{flag} somewhere else."
             )
     return roots
 
