@@ -40,11 +40,18 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
     sets = [
         (
             "real medical patches (5 modalities)",
+            "modality patches",
             f"csv:{patches / 'labels.csv'}",
             roots,
             5,
         ),
-        ("synthetic Shenzhen-layout tree (normal vs TB)", "shenzhencxr", synth_roots, 2),
+        (
+            "synthetic Shenzhen-layout tree (normal vs TB)",
+            "synthetic shenzhencxr",
+            "shenzhencxr",
+            synth_roots,
+            2,
+        ),
     ]
     print("medtransfer demo — which pretrained backbone transfers better?\n")
     print("Data sets:")
@@ -63,7 +70,7 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     rows = []
-    for title, dataset, data_roots, n_way in sets:
+    for title, short, dataset, data_roots, n_way in sets:
         for model in DEMO_MODELS:
             result = run_few_shot(
                 data_roots,
@@ -83,7 +90,7 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
             rows.append(
                 (title, f"{n_way}-way", model, f"{summary.accuracy:.2f} ± {summary.ci95:.2f}")
             )
-            print(f"  {model:>20} on {dataset.split('/')[-1]}: {summary.line()}")
+            print(f"  {model:>20} on {short}: {summary.line()}")
     print()
     print(format_table(("data", "episodes", "model", "5-shot accuracy % (95% CI)"), rows))
     print(

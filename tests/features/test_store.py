@@ -120,3 +120,17 @@ def test_interrupted_extraction_resumes_and_never_reads_complete(
     fresh = _get(CountingNet(), manifest, tmp_path / "other", shard_rows=4)
     assert np.allclose(np.asarray(resumed.features), np.asarray(fresh.features))
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "store").iterdir())
+
+
+def test_decoding_workers_give_the_same_features_and_clean_errors(manifest, tmp_path: Path) -> None:
+    from medtransfer.errors import ImageDecodeError
+
+    serial = _get(CountingNet(), manifest, tmp_path / "a")
+    parallel = _get(CountingNet(), manifest, tmp_path / "b", workers=2)
+    assert np.array_equal(np.asarray(serial.features), np.asarray(parallel.features))
+    victim = manifest.absolute_paths()[4]
+    victim.write_bytes(victim.read_bytes()[:60])
+    with pytest.raises(ImageDecodeError) as caught:
+        _get(CountingNet(), manifest, tmp_path / "c", workers=2)
+    message = str(caught.value)
+    assert victim.name in message and "Traceback" not in message

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.transforms import ImageFiles, Preprocessing
+from medtransfer.errors import MedTransferError
 from medtransfer.fsutil import atomic_directory, atomic_write_json, sha256_json
 
 STORE_VERSION = 1
@@ -128,13 +129,30 @@ def extract(
         _autocast(device),
         tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar,
     ):
-        for images in loader:
-            output = backbone(images.to(device, non_blocking=True))
-            chunks.append(output.float().cpu().numpy())
-            bar.update(len(images))
+        try:
+            for images in loader:
+                output = backbone(images.to(device, non_blocking=True))
+                chunks.append(output.float().cpu().numpy())
+                bar.update(len(images))
+        except MedTransferError as exc:
+            raise _unwrap_worker_error(exc) from None
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _unwrap_worker_error(exc: MedTransferError) -> MedTransferError:
+    """The user's message of an error re-raised by a DataLoader worker, without the traceback.
+
+    A worker's exception comes back as the same type whose message is "Caught X in
+    DataLoader worker process N. Original Traceback ...", ending in ``module.X: message``.
+    """
+    text = str(exc)
+    if not text.startswith("Caught "):
+        return exc
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return type(exc)(last.removeprefix(prefix))
 
 
 def get_features(

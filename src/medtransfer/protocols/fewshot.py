@@ -104,18 +104,20 @@ def episode_accuracies(
     ``|q|^2 - 2qp + |p|^2`` shortcut, which loses precision), in chunks of episodes whose
     (e, W*Q, W, D) difference tensor stays under ``max_chunk_bytes``.
     """
-    table = torch.as_tensor(np.asarray(features), dtype=torch.float64, device=device)
+    # one writable float32 copy in memory (the store hands out read-only memory maps);
+    # gathered rows are promoted to float64 chunk by chunk
+    table = torch.from_numpy(np.array(features, dtype=np.float32, copy=True)).to(device)
     n_way = episodes.classes.shape[1]
     n_query = episodes.query.shape[2]
     target = torch.arange(n_way, device=device).repeat_interleave(n_query)  # (W*Q,)
-    per_episode_bytes = n_way * n_query * n_way * table.shape[1] * 8
+    per_episode_bytes = n_way * n_query * n_way * int(table.shape[1]) * 8
     chunk = max(1, max_chunk_bytes // max(per_episode_bytes, 1))
     out = []
     for start in range(0, episodes.n_episodes, chunk):
         support = torch.as_tensor(episodes.support[start : start + chunk], device=device)
         query = torch.as_tensor(episodes.query[start : start + chunk], device=device)
-        prototypes = table[support].mean(dim=2)  # (e, W, D)
-        queries = table[query].flatten(1, 2)  # (e, W*Q, D)
+        prototypes = table[support].double().mean(dim=2)  # (e, W, D)
+        queries = table[query].double().flatten(1, 2)  # (e, W*Q, D)
         distances = ((queries[:, :, None, :] - prototypes[:, None, :, :]) ** 2).sum(-1)
         predictions = distances.argmin(dim=-1)  # (e, W*Q)
         out.append((predictions == target).double().mean(dim=1).cpu().numpy())
