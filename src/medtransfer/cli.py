@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medtransfer import __version__
 from medtransfer.config import Roots, resolve_roots
+from medtransfer.data.sources.base import PM_POSITIVE_POLICIES, UNCERTAIN_POLICIES
 from medtransfer.errors import MedTransferError
 
 
@@ -64,6 +65,26 @@ def _add_data(parser: argparse.ArgumentParser, *, required: bool = True) -> None
         help="patient: no patient on both sides (default); original: the study's exact split",
     )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the patient split")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of train held out for validation (the original: 0.2)",
+    )
+    parser.add_argument(
+        "--uncertain",
+        choices=UNCERTAIN_POLICIES,
+        default="positive",
+        help="CheXpert uncertain labels: positive (U-Ones, the original's few-shot), negative "
+        "(U-Zeros, what its linear/fine-tune did), ignore (drop the rows)",
+    )
+    parser.add_argument(
+        "--pm-positive",
+        choices=PM_POSITIVE_POLICIES,
+        default="P",
+        help="iChallenge-PM positives: P (pathological myopia; official PALM, the original's "
+        "code) or HP (high and pathological myopia; the original's README)",
+    )
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from medtransfer.config import Roots
 from medtransfer.textable import format_table
+
+if TYPE_CHECKING:
+    from medtransfer.jobs import DataOptions
 
 
 def datasets_list(roots: Roots) -> int:
@@ -36,15 +40,25 @@ def datasets_list(roots: Roots) -> int:
     return 0
 
 
-def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.data.catalog import resolve_dataset
-    from medtransfer.data.check import check_manifest
-    from medtransfer.data.manifest import load_manifest, split_counts
+def data_options(args: argparse.Namespace) -> DataOptions:
+    """The data flags of a command as :class:`~medtransfer.jobs.DataOptions`."""
+    from medtransfer.data.sources.base import LabelOptions
+    from medtransfer.jobs import DataOptions
 
-    resolved = resolve_dataset(args.dataset, roots.data)
-    manifest = load_manifest(
-        resolved, roots.cache, split_policy=args.split_policy, seed=args.split_seed
+    return DataOptions(
+        args.dataset,
+        split_policy=args.split_policy,
+        split_seed=args.split_seed,
+        val_fraction=args.val_fraction,
+        labels=LabelOptions(uncertain=args.uncertain, pm_positive=args.pm_positive),
     )
+
+
+def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.data.check import check_manifest
+    from medtransfer.data.manifest import split_counts
+
+    manifest = data_options(args).manifest(roots)
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
     print(split_counts(manifest).to_string())
@@ -83,11 +97,11 @@ def models_list(roots: Roots) -> int:
 
 
 def few_shot(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs import DataOptions, FewShotOptions, ModelOptions, RunOptions, run_few_shot
+    from medtransfer.jobs import FewShotOptions, ModelOptions, RunOptions, run_few_shot
 
     result = run_few_shot(
         roots,
-        DataOptions(args.dataset, args.split_policy, args.split_seed),
+        data_options(args),
         ModelOptions(args.model, args.weights, args.model_seed, args.no_norm),
         FewShotOptions(
             n_way=args.n_way,

@@ -7,13 +7,14 @@ pure functions over arrays.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medtransfer.config import Roots, resolve_device
 from medtransfer.data.catalog import dataset_key, resolve_dataset
 from medtransfer.data.manifest import Manifest, load_manifest
+from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.features.store import FeatureSet, get_features
 from medtransfer.models.backbone import Backbone, load_backbone
@@ -33,6 +34,19 @@ class DataOptions:
     dataset: str
     split_policy: str = "patient"
     split_seed: int = 0
+    val_fraction: float = 0.2
+    labels: LabelOptions = field(default_factory=LabelOptions)
+
+    def manifest(self, roots: Roots) -> Manifest:
+        """Build this data's manifest (and keep a copy in the cache)."""
+        return load_manifest(
+            resolve_dataset(self.dataset, roots.data),
+            roots.cache,
+            split_policy=self.split_policy,
+            seed=self.split_seed,
+            val_fraction=self.val_fraction,
+            labels=self.labels,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,9 +106,7 @@ def prepare_features(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     resolved = resolve_dataset(data.dataset, roots.data)
-    manifest = load_manifest(
-        resolved, roots.cache, split_policy=data.split_policy, seed=data.split_seed
-    )
+    manifest = data.manifest(roots)
     timings["manifest_s"] = time.perf_counter() - start
     start = time.perf_counter()
     backbone = load_backbone(
@@ -207,11 +219,3 @@ def run_few_shot(
     ]
     path = write_record(roots.results, record, log)
     return FewShotResult(summary, path, record.to_json(), job.features.computed)
-
-
-def options_dict(*objects: Any) -> dict[str, Any]:
-    """Merge dataclass options into one dict (for logs)."""
-    merged: dict[str, Any] = {}
-    for obj in objects:
-        merged.update(asdict(obj))
-    return merged

@@ -11,10 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtransfer.data.sources.base import SourceTable
+from PIL import Image
+
+from medtransfer.data.images import load_image
+from medtransfer.data.sources.base import LabelOptions, SourceTable
 from medtransfer.data.sources.tb_cxr import CLASS_NAMES as TB_CLASSES
-from medtransfer.data.sources.tb_cxr import read_montgomery, read_shenzhen
+from medtransfer.data.sources.tb_cxr import (
+    read_montgomery,
+    read_shenzhen,
+    synth_montgomery,
+    synth_shenzhen,
+)
 from medtransfer.data.sources.user import read_user_csv, scan_imagefolder
+from medtransfer.data.synthetic import SynthOptions
 from medtransfer.errors import DatasetError
 
 ACCURACY = "accuracy"
@@ -29,6 +38,10 @@ class DatasetSpec:
     ``patients`` says where patient ids come from ("" when the data has none);
     ``few_shot_resize`` is the resize geometry the original's few-shot used for it
     (``square``: ``Resize([257, 257])`` then centre crop; ``shorter``: shorter side).
+    ``read(root, labels)`` reads the published layout; ``synth(root, options)`` writes a
+    small tree in it; ``load(path)`` decodes one item to an RGB image (files by default;
+    a volume slice or an array inside a batch file for datasets that need it);
+    ``label_options`` names the :class:`LabelOptions` fields the dataset uses.
     """
 
     name: str
@@ -39,13 +52,16 @@ class DatasetSpec:
     metric: str
     patients: str
     few_shot_resize: str
-    read: Callable[[Path], SourceTable]
+    read: Callable[[Path, LabelOptions], SourceTable]
+    synth: Callable[[Path, SynthOptions], None] | None = None
+    load: Callable[[Path], Image.Image] = load_image
+    label_options: tuple[str, ...] = ()
     description: str = ""
 
 
 @dataclass(frozen=True)
 class ResolvedDataset:
-    """A spec bound to the folder it is read from; ``source`` holds the rows once read."""
+    """A spec bound to the folder it is read from."""
 
     spec: DatasetSpec
     root: Path
@@ -62,6 +78,7 @@ CATALOG: tuple[DatasetSpec, ...] = (
         patients="one image per patient (file name CHNCXR_NNNN)",
         few_shot_resize="square",
         read=read_shenzhen,
+        synth=synth_shenzhen,
         description="662 frontal CXRs from Shenzhen No.3 People's Hospital; normal vs TB.",
     ),
     DatasetSpec(
@@ -74,6 +91,7 @@ CATALOG: tuple[DatasetSpec, ...] = (
         patients="one image per patient (file name MCUCXR_NNNN)",
         few_shot_resize="square",
         read=read_montgomery,
+        synth=synth_montgomery,
         description="138 frontal CXRs from Montgomery County, Maryland; normal vs TB.",
     ),
 )
@@ -103,13 +121,13 @@ def resolve_dataset(name: str, data_root: Path) -> ResolvedDataset:
     if name.startswith("imagefolder:"):
         root = Path(name.split(":", 1)[1]).expanduser().resolve()
         classes, source = scan_imagefolder(root)
-        spec = _user_spec(name, root.name, classes, lambda _root: source)
+        spec = _user_spec(name, root.name, classes, lambda _root, _labels: source)
         return ResolvedDataset(spec, root)
     if name.startswith("csv:"):
         csv_path = Path(name.split(":", 1)[1]).expanduser().resolve()
         root, classes, source = read_user_csv(csv_path)
         has_patients = bool((source.table["patient"] != "").any())
-        spec = _user_spec(name, csv_path.stem, classes, lambda _root: source, has_patients)
+        spec = _user_spec(name, csv_path.stem, classes, lambda _root, _labels: source, has_patients)
         return ResolvedDataset(spec, root)
     spec = get_dataset_spec(name)
     return ResolvedDataset(spec, data_root / spec.folder)
@@ -119,7 +137,7 @@ def _user_spec(
     name: str,
     title: str,
     classes: tuple[str, ...],
-    read: Callable[[Path], SourceTable],
+    read: Callable[[Path, LabelOptions], SourceTable],
     has_patients: bool = False,
 ) -> DatasetSpec:
     return DatasetSpec(

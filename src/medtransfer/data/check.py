@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
-from medtransfer.data.images import verify_image
+from medtransfer.data.images import load_image, verify_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.base import Problem
-from medtransfer.errors import ImageDecodeError
+from medtransfer.errors import DatasetError
 
 
-def _verify(path: Path) -> Problem | None:
-    if not path.is_file():
+def _verify(path: Path, loader: Callable[[Path], Image.Image] = load_image) -> Problem | None:
+    file = Path(str(path).split("#", 1)[0])
+    if not file.is_file():
         return Problem(
             "missing-file",
             str(path),
@@ -23,21 +25,28 @@ def _verify(path: Path) -> Problem | None:
             "restore the file, or remove its row from the index file",
         )
     try:
-        verify_image(path)
-    except ImageDecodeError as exc:
+        if loader is load_image:
+            verify_image(path)
+        else:
+            loader(path).load()
+    except DatasetError as exc:
         return Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
     return None
 
 
 def check_images(
-    paths: Iterable[Path], *, workers: int = 4, progress: bool = True
+    paths: Iterable[Path],
+    *,
+    workers: int = 4,
+    progress: bool = True,
+    loader: Callable[[Path], Image.Image] = load_image,
 ) -> list[Problem]:
-    """Open every image fully; a problem for each missing, truncated or undecodable file."""
+    """Open every item fully; a problem for each missing, truncated or undecodable file."""
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
             tqdm(
-                pool.map(_verify, paths),
+                pool.map(lambda path: _verify(path, loader), paths),
                 total=len(paths),
                 desc="checking images",
                 unit="img",
@@ -61,5 +70,9 @@ def check_manifest(manifest: Manifest, *, workers: int = 4, progress: bool = Tru
             problems.append(
                 Problem("empty-class", f"{manifest.dataset}:{name}", "no image has this class")
             )
-    problems.extend(check_images(manifest.absolute_paths(), workers=workers, progress=progress))
+    problems.extend(
+        check_images(
+            manifest.absolute_paths(), workers=workers, progress=progress, loader=manifest.loader
+        )
+    )
     return problems

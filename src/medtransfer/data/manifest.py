@@ -1,41 +1,49 @@
-"""Manifests: one table per (dataset, split policy) that every protocol reads.
+"""Manifests: one table per (dataset, split and label policies) that every protocol reads.
 
 A manifest has one row per image with the columns ``path`` (posix, relative to the
-dataset folder), ``label`` (int), ``class_name``, ``patient`` and ``split``
-(``train`` / ``test``). It is deterministic, content-hashed (the hash covers rows, class
+dataset folder), ``label`` (int), ``class_name``, ``patient`` and ``split`` (``train``,
+``val`` or ``test``). It is deterministic, content-hashed (the hash covers rows, class
 names and every policy) and kept in the cache as CSV beside a JSON of its parameters.
 
 Split policies
 --------------
 ``original``
-    The original study's split, row for row: ``DataFrame.sample(frac=1, random_state=42)``
-    over the whole index file, then the first ``floor(0.8 N)`` rows are train.
+    The original study's split, row for row: the source's own rule where it has one
+    (CheXpert's cut at row 134049, EyePACS's official split, ChestX's split before
+    filtering), otherwise ``DataFrame.sample(frac=1, random_state=42)`` over the whole index
+    file with the first ``floor(0.8 N)`` rows as train. The validation hold-out is the
+    original's too: ``np.random.seed(0)``, shuffle the train positions, first
+    ``floor(0.2 N_train)`` are val.
 ``patient`` (default)
-    Every patient's images stay on one side. Patients are shuffled with the seed inside each
-    class (a patient's class is its most frequent label) and taken into test until the
-    class's test share reaches ``test_fraction`` of its images. Where the data has no
-    patient ids, each image is its own patient (``datasets list`` says which do).
+    Every patient's images stay on one side of every cut. Patients are shuffled with the seed
+    inside each class (a patient's class is its most frequent label) and taken into test
+    until the class's test share reaches ``test_fraction`` of its images; the validation
+    hold-out is cut from train the same way. Where the data has no patient ids, each image is
+    its own patient (``datasets list`` says which datasets have them).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from medtransfer.data.catalog import ResolvedDataset, dataset_key
-from medtransfer.data.sources.base import Problem
+from medtransfer.data.images import load_image
+from medtransfer.data.sources.base import LabelOptions, Problem, generic_original
 from medtransfer.errors import DatasetError
 from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
 
 SPLIT_POLICIES = ("patient", "original")
 MANIFEST_COLUMNS = ("path", "label", "class_name", "patient", "split")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class Manifest:
     params: dict[str, Any]
     hash: str
     problems: tuple[Problem, ...] = field(default=(), compare=False)
+    loader: Callable[[Path], Image.Image] = field(default=load_image, compare=False)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -63,8 +72,12 @@ class Manifest:
         return self.table["label"].to_numpy(dtype=np.int64)
 
     def absolute_paths(self) -> list[Path]:
-        """Absolute image path per row, in row order."""
+        """Absolute item path per row, in row order (what :attr:`loader` takes)."""
         return [self.root / p for p in self.table["path"]]
+
+    def files(self) -> list[Path]:
+        """The file behind each row (an item ``file#key`` inside a file maps to ``file``)."""
+        return [self.root / p.split("#", 1)[0] for p in self.table["path"]]
 
     def select(self, split: str) -> np.ndarray:
         """Row indices of a split (``train``, ``test``) or of every row (``all``), shape (n,)."""
@@ -79,17 +92,25 @@ class Manifest:
 
 
 def original_split(n_rows: int, seed: int = 42, train_fraction: float = 0.8) -> np.ndarray:
-    """The original's split: split name per source row, shape (n_rows,).
+    """The original's generic split: split name per source row, shape (n_rows,).
 
     Row order after ``DataFrame.sample(frac=1, random_state=seed)``; the first
     ``floor(train_fraction * n_rows)`` shuffled rows are train, the rest test.
     """
-    order = pd.RangeIndex(n_rows).to_series().sample(frac=1, random_state=seed).to_numpy()
-    split = np.empty(n_rows, dtype=object)
-    n_train = math.floor(train_fraction * n_rows)
-    split[order[:n_train]] = "train"
-    split[order[n_train:]] = "test"
-    return split
+    return generic_original(n_rows, seed=seed, train_fraction=train_fraction)[0]
+
+
+def original_validation(n_train: int, val_fraction: float = 0.2) -> np.ndarray:
+    """The original's validation hold-out: a bool per train position (original order), (n_train,).
+
+    ``np.random.seed(0); np.random.shuffle(indices)``; the first ``floor(0.2 n_train)``
+    shuffled positions are val (spec/datasets-and-models.md §4.1).
+    """
+    positions = np.arange(n_train)
+    np.random.RandomState(0).shuffle(positions)
+    is_val = np.zeros(n_train, dtype=bool)
+    is_val[positions[: math.floor(val_fraction * n_train)]] = True
+    return is_val
 
 
 def patient_split(
@@ -126,39 +147,65 @@ def build_manifest(
     split_policy: str = "patient",
     seed: int = 0,
     test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    labels: LabelOptions | None = None,
 ) -> Manifest:
-    """Read ``dataset`` from its published layout and split it; opens no image."""
+    """Read ``dataset`` from its published layout and split it; opens no image.
+
+    ``test_fraction`` and ``seed`` apply to the ``patient`` policy; ``val_fraction`` is the
+    share of train held out for validation under both policies (0 for none).
+    """
     if split_policy not in SPLIT_POLICIES:
         raise DatasetError(
             f"Unknown split policy {split_policy!r}; choose one of {', '.join(SPLIT_POLICIES)}."
         )
+    if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
+        raise DatasetError("--val-fraction must be in [0, 1) and the test fraction in (0, 1).")
     spec = dataset.spec
+    labels = labels or LabelOptions()
     if not dataset.root.is_dir():
         raise DatasetError(
             f"{spec.name}: folder {dataset.root} not found. Put the dataset there in its published "
             f"layout, or point --data-root (MEDTRANSFER_DATA) at the folder that holds "
             f"'{spec.folder or dataset.root.name}'."
         )
-    source = spec.read(dataset.root)
+    source = spec.read(dataset.root, labels)
     table = source.table.copy()
     if table.empty:
         raise DatasetError(f"{spec.name}: no images listed under {dataset.root}.")
-    labels = table["label"].to_numpy(dtype=np.int64)
-    if labels.min() < 0 or labels.max() >= len(spec.class_names):
+    label_values = table["label"].to_numpy(dtype=np.int64)
+    if label_values.min() < 0 or label_values.max() >= len(spec.class_names):
         raise DatasetError(f"{spec.name}: labels outside 0..{len(spec.class_names) - 1}.")
-    params: dict[str, Any] = {"split_policy": split_policy, "label_policy": "original"}
+    params: dict[str, Any] = {
+        "split_policy": split_policy,
+        "label_policy": labels.describe(spec.label_options) if spec.label_options else "original",
+        "val_fraction": val_fraction,
+    }
     if split_policy == "original":
-        table["split"] = original_split(len(table), seed=42)
-        params["split_seed"] = 42
-        params["test_fraction"] = 0.2
+        if source.has_original_split:
+            split = table["original_split"].to_numpy(dtype=object).copy()
+            order = table["original_order"].to_numpy(dtype=np.int64)
+        else:
+            split, order = generic_original(len(table))
+        train_rows = np.flatnonzero(split == "train")
+        train_rows = train_rows[np.argsort(order[train_rows], kind="stable")]
+        split[train_rows[original_validation(len(train_rows), val_fraction)]] = "val"
+        params["split_rule"] = "original"
     else:
-        table["split"] = patient_split(
-            labels, table["patient"].to_numpy(dtype=str), seed=seed, test_fraction=test_fraction
-        )
-        params["split_seed"] = seed
-        params["test_fraction"] = test_fraction
-        params["patient_ids"] = bool(spec.patients)
-    table["class_name"] = [spec.class_names[i] for i in labels]
+        patients = table["patient"].to_numpy(dtype=str)
+        split = patient_split(label_values, patients, seed=seed, test_fraction=test_fraction)
+        train_rows = np.flatnonzero(split == "train")
+        if val_fraction > 0 and len(train_rows) > 1:
+            inner = patient_split(
+                label_values[train_rows],
+                patients[train_rows],
+                seed=seed + 1,
+                test_fraction=val_fraction,
+            )
+            split[train_rows[inner == "test"]] = "val"
+        params.update(split_seed=seed, test_fraction=test_fraction, patient_ids=bool(spec.patients))
+    table["split"] = split
+    table["class_name"] = [spec.class_names[i] for i in label_values]
     table = table.loc[:, list(MANIFEST_COLUMNS)]
     digest = sha256_json(
         {
@@ -177,6 +224,7 @@ def build_manifest(
         params=params,
         hash=digest,
         problems=tuple(source.problems),
+        loader=spec.load,
     )
 
 

@@ -5,21 +5,20 @@ loader expects (``medtransfer datasets synth --dataset NAME --out DIR``). Every 
 written under ``DIR/<dataset folder>/`` so that ``--data-root DIR`` reads it directly.
 The pixels are synthetic: the class signal is planted on purpose and means nothing
 clinically.
+
+This module holds the shared drawing and writing primitives; each dataset's own writer
+lives beside its reader in ``data/sources/`` and is named by its catalog entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from medtransfer.data.catalog import get_dataset_spec
 from medtransfer.errors import DatasetError
-from medtransfer.fsutil import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -55,79 +54,59 @@ def chest_radiograph(rng: np.random.Generator, size: int, abnormal: bool) -> np.
     return np.clip(image, 0, 1)
 
 
-def _tb_tree(
-    root: Path,
-    options: SynthOptions,
-    *,
-    csv_name: str,
-    image_dir: str,
-    prefix: str,
-    writer: Callable[[np.ndarray, Path], None],
-) -> None:
-    rng = np.random.default_rng(options.seed)
-    rows = []
-    labels = [0] * options.per_class + [1] * options.per_class
-    for number, label in enumerate(rng.permutation(labels), start=1):
-        name = f"{prefix}_{number:04d}_{label}.png"
-        writer(chest_radiograph(rng, options.size, bool(label)), root / image_dir / name)
-        sex = rng.choice(["Male", "Female"])
-        age = f"{int(rng.integers(18, 80)):03d}Y"
-        findings = "normal" if label == 0 else rng.choice(["PTB in the right upper field", "STB"])
-        rows.append({"study_id": name, "sex": sex, "age": age, "findings": findings})
-    atomic_write_text(root / csv_name, pd.DataFrame(rows).to_csv(index=False))
+def class_pattern(
+    rng: np.random.Generator, size: int, label: int, n_classes: int, channels: int = 3
+) -> np.ndarray:
+    """A textured picture whose class is learnable, (size, size, channels) float in [0, 1].
+
+    Class ``label`` sets the orientation and frequency of a stripe pattern plus a colour
+    tint; noise and a random phase vary the images within a class.
+    """
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    angle = np.pi * label / max(n_classes, 1)
+    frequency = 3 + 2 * label
+    phase = rng.uniform(0, 2 * np.pi)
+    stripes = 0.5 + 0.25 * np.sin(
+        2 * np.pi * frequency * (xx * np.cos(angle) + yy * np.sin(angle)) + phase
+    )
+    tint = 0.6 + 0.4 * np.cos(2 * np.pi * (np.arange(channels) / channels + label / n_classes))
+    image = stripes[..., None] * tint[None, None, :]
+    image = image + rng.normal(0, 0.05, size=image.shape)
+    return np.clip(image, 0, 1)
 
 
-def _write_palette_png(image: np.ndarray, path: Path) -> None:
-    """8-bit palette ("P") PNG, as the real Shenzhen files are."""
+def to_uint8_image(image: np.ndarray) -> Image.Image:
+    """float [0, 1] array (H, W) or (H, W, 3) -> 8-bit PIL image (L or RGB)."""
+    return Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+
+
+def write_palette_png(image: np.ndarray, path: Path) -> None:
+    """8-bit palette ("P") PNG of a (H, W) float image, as the real Shenzhen files are."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    gray = Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L")
+    gray = to_uint8_image(image)
     gray.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path)
 
 
-def _write_16bit_png(image: np.ndarray, path: Path) -> None:
+def write_16bit_png(image: np.ndarray, path: Path) -> None:
     """16-bit grayscale PNG holding 12-bit values (a decoder that clips at 255 shows white)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(200 + image * 3800).astype(np.uint16)).save(path)
 
 
-def synth_shenzhen(root: Path, options: SynthOptions) -> None:
-    """Shenzhen layout: shenzhen_metadata.csv + ChinaSet_AllFiles/CXR_png/CHNCXR_NNNN_L.png."""
-    _tb_tree(
-        root,
-        options,
-        csv_name="shenzhen_metadata.csv",
-        image_dir="ChinaSet_AllFiles/CXR_png",
-        prefix="CHNCXR",
-        writer=_write_palette_png,
-    )
-
-
-def synth_montgomery(root: Path, options: SynthOptions) -> None:
-    """Montgomery layout: montgomery_metadata.csv + MontgomerySet/CXR_png/MCUCXR_NNNN_L.png."""
-    _tb_tree(
-        root,
-        options,
-        csv_name="montgomery_metadata.csv",
-        image_dir="MontgomerySet/CXR_png",
-        prefix="MCUCXR",
-        writer=_write_16bit_png,
-    )
-
-
-SYNTHESIZERS: dict[str, Callable[[Path, SynthOptions], None]] = {
-    "shenzhencxr": synth_shenzhen,
-    "montgomerycxr": synth_montgomery,
-}
+def write_image(image: np.ndarray, path: Path, **save_options: object) -> None:
+    """Save a float [0, 1] (H, W) or (H, W, 3) image; the format follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_uint8_image(image).save(path, **save_options)
 
 
 def synthesize(dataset: str, out_dir: Path, options: SynthOptions | None = None) -> Path:
     """Write a synthetic tree for ``dataset`` under ``out_dir/<folder>``; returns that folder."""
+    from medtransfer.data.catalog import CATALOG, get_dataset_spec
+
     spec = get_dataset_spec(dataset)
-    writer = SYNTHESIZERS.get(spec.name)
-    if writer is None:
-        raise DatasetError(
-            f"No synthetic layout for {spec.name} yet; available: {', '.join(SYNTHESIZERS)}."
-        )
+    if spec.synth is None:
+        available = ", ".join(s.name for s in CATALOG if s.synth is not None)
+        raise DatasetError(f"No synthetic layout for {spec.name} yet; available: {available}.")
     root = Path(out_dir) / spec.folder
-    writer(root, options or SynthOptions())
+    spec.synth(root, options or SynthOptions())
     return root

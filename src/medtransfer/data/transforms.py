@@ -15,6 +15,7 @@ Two resize geometries exist because the original used both (spec §2.3):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,14 +59,24 @@ class Preprocessing:
 
 
 class ImageFiles(torch.utils.data.Dataset[torch.Tensor]):
-    """Decoded, preprocessed images of a list of files; item i is (3, S, S) float32."""
+    """Decoded, preprocessed images of a list of items; item i is (3, S, S) float32.
 
-    def __init__(self, paths: list[Path], preprocessing: Preprocessing) -> None:
+    ``loader`` decodes one item path to an RGB image (a dataset's own loader, e.g. a CT
+    volume's middle slice; image files by default).
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        preprocessing: Preprocessing,
+        loader: Callable[[Path], Image.Image] = load_image,
+    ) -> None:
         self.paths = paths
         self.preprocessing = preprocessing
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.preprocessing(load_image(self.paths[index]))
+        return self.preprocessing(self.loader(self.paths[index]))

@@ -20,14 +20,16 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
+from medtransfer.data.images import load_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.errors import MedTransferError
@@ -55,13 +57,16 @@ class FeatureSet:
 
 def source_fingerprint(paths: Sequence[Path]) -> str:
     """Hash of each file's size and modification time: changes when an image is replaced."""
+    seen: dict[Path, tuple[int, int]] = {}
     stats = []
     for path in paths:
-        try:
-            info = os.stat(path)
-            stats.append((info.st_size, info.st_mtime_ns))
-        except FileNotFoundError:
-            stats.append((-1, -1))
+        if path not in seen:
+            try:
+                info = os.stat(path)
+                seen[path] = (info.st_size, info.st_mtime_ns)
+            except FileNotFoundError:
+                seen[path] = (-1, -1)
+        stats.append(seen[path])
     return sha256_json(stats)
 
 
@@ -109,6 +114,7 @@ def extract(
     workers: int = 0,
     progress: bool = True,
     description: str = "features",
+    loader: Callable[[Path], Image.Image] = load_image,
 ) -> np.ndarray:
     """Forward every image once: returns (len(paths), D) float32.
 
@@ -117,7 +123,7 @@ def extract(
     """
     backbone.eval().to(device)
     loader = torch.utils.data.DataLoader(
-        ImageFiles(list(paths), preprocessing),
+        ImageFiles(list(paths), preprocessing, loader),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -173,7 +179,12 @@ def get_features(
     """Features of every row of ``manifest``, from the store or extracted now (once)."""
     paths = manifest.absolute_paths()
     key = feature_key(
-        weights_sha256, normalization, arch, manifest, preprocessing, source_fingerprint(paths)
+        weights_sha256,
+        normalization,
+        arch,
+        manifest,
+        preprocessing,
+        source_fingerprint(manifest.files()),
     )
     final = store_root / key[:16]
     labels = manifest.labels
@@ -196,6 +207,7 @@ def get_features(
             workers=workers,
             progress=progress,
             description=f"features {start}-{stop} of {len(paths)}",
+            loader=manifest.loader,
         )
         tmp = partial / f".shard-{index:05d}.tmp.npy"
         np.save(tmp, block)

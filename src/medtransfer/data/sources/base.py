@@ -1,4 +1,4 @@
-"""What every dataset source returns: rows in a table, plus the problems found on the way.
+"""What every dataset source returns, and the label options sources may take.
 
 A *source* turns one folder in a dataset's published layout into a table with one row
 per image. It never opens an image (that is ``datasets check``'s job), so building a
@@ -7,11 +7,37 @@ manifest stays fast even for hundreds of thousands of rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROW_COLUMNS = ("path", "label", "patient")
+ORIGINAL_COLUMNS = ("original_split", "original_order")
+UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+PM_POSITIVE_POLICIES = ("P", "HP")
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """Label choices the original hid; each dataset uses the ones that concern it.
+
+    ``uncertain``: CheXpert's uncertain (-1) labels become ``positive`` (U-Ones, the
+    original's few-shot), ``negative`` (U-Zeros, what its linear and fine-tune runs did in
+    effect) or ``ignore`` (the row is dropped). ``pm_positive``: iChallenge-PM positives,
+    ``P`` (pathological myopia, the official PALM definition and the original's code) or
+    ``HP`` (high and pathological myopia, the original's README).
+    """
+
+    uncertain: str = "positive"
+    pm_positive: str = "P"
+
+    def describe(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The options named in ``names`` (the ones a dataset uses), for records."""
+        values = asdict(self)
+        return {name: values[name] for name in names}
 
 
 @dataclass(frozen=True)
@@ -19,8 +45,8 @@ class Problem:
     """One thing wrong with a dataset on disk.
 
     ``kind`` is a short tag (``missing-file``, ``unreadable-image``, ``unknown-label``,
-    ``label-mismatch``, ``duplicate``, ...), ``file`` the file (and row) at fault,
-    ``detail`` what is wrong and ``fix`` what the user can do about it.
+    ``label-mismatch``, ``duplicate``, ``empty-class``, ``layout``, ...), ``file`` the file
+    (and row) at fault, ``detail`` what is wrong and ``fix`` what the user can do about it.
     """
 
     kind: str
@@ -37,9 +63,12 @@ class Problem:
 class SourceTable:
     """Rows read from a published layout.
 
-    ``table`` has the columns ``path`` (posix path relative to the dataset folder),
-    ``label`` (int class index), ``patient`` (str, or empty string when unknown), in the
-    order of the source's index file (that order matters for the ``original`` split).
+    ``table`` has the columns ``path`` (posix path relative to the dataset folder; a
+    source with its own loader may address an item inside a file as ``file#key``),
+    ``label`` (int class index), ``patient`` (str, "" when unknown), in the order of the
+    source's index file. Optionally, ``original_split`` (``train``/``test``) and
+    ``original_order`` (int: the row's position in the original's iteration order within
+    its split) where the original's split is not the generic one (:func:`generic_original`).
     """
 
     table: pd.DataFrame
@@ -49,7 +78,32 @@ class SourceTable:
         missing = [c for c in ROW_COLUMNS if c not in self.table.columns]
         if missing:
             raise ValueError(f"source table lacks columns {missing}")
-        self.table = self.table.loc[:, list(ROW_COLUMNS)].reset_index(drop=True)
+        keep = [*ROW_COLUMNS, *(c for c in ORIGINAL_COLUMNS if c in self.table.columns)]
+        self.table = self.table.loc[:, keep].reset_index(drop=True)
         self.table["label"] = self.table["label"].astype("int64")
         self.table["patient"] = self.table["patient"].fillna("").astype(str)
         self.table["path"] = self.table["path"].astype(str)
+
+    @property
+    def has_original_split(self) -> bool:
+        return all(c in self.table.columns for c in ORIGINAL_COLUMNS)
+
+
+def generic_original(
+    n_rows: int, *, seed: int = 42, train_fraction: float = 0.8, n_train: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The original's usual split of an index file with ``n_rows`` rows.
+
+    ``DataFrame.sample(frac=1, random_state=seed)`` over all rows; the first ``n_train``
+    shuffled rows (default ``floor(train_fraction * n_rows)``) are train, the rest test.
+    Returns (split name per row, position within its split in shuffled order), both (n_rows,).
+    """
+    order = pd.RangeIndex(n_rows).to_series().sample(frac=1, random_state=seed).to_numpy()
+    cut = math.floor(train_fraction * n_rows) if n_train is None else min(n_train, n_rows)
+    split = np.empty(n_rows, dtype=object)
+    position = np.empty(n_rows, dtype=np.int64)
+    split[order[:cut]] = "train"
+    split[order[cut:]] = "test"
+    position[order[:cut]] = np.arange(cut)
+    position[order[cut:]] = np.arange(n_rows - cut)
+    return split, position

@@ -21,10 +21,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from medtransfer.data.sources.base import Problem, SourceTable
+from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable
+from medtransfer.data.synthetic import (
+    SynthOptions,
+    chest_radiograph,
+    write_16bit_png,
+    write_palette_png,
+)
 from medtransfer.errors import DatasetError
+from medtransfer.fsutil import atomic_write_text
 
 CLASS_NAMES = ("normal", "tuberculosis")
 _SUFFIX = re.compile(r"^(?P<patient>.+)_(?P<digit>[01])\.png$", re.IGNORECASE)
@@ -125,11 +133,35 @@ def read_tb_layout(root: Path, layout: TbLayout) -> SourceTable:
     return SourceTable(table, problems)
 
 
-def read_shenzhen(root: Path) -> SourceTable:
+def read_shenzhen(root: Path, labels: LabelOptions | None = None) -> SourceTable:
     """Shenzhen CXR (662 images, 326 normal / 336 TB in the real release)."""
     return read_tb_layout(root, SHENZHEN)
 
 
-def read_montgomery(root: Path) -> SourceTable:
+def read_montgomery(root: Path, labels: LabelOptions | None = None) -> SourceTable:
     """Montgomery County CXR (138 images, 80 normal / 58 TB in the real release)."""
     return read_tb_layout(root, MONTGOMERY)
+
+
+def _synth_tb(root: Path, options: SynthOptions, layout: TbLayout, writer) -> None:
+    rng = np.random.default_rng(options.seed)
+    rows = []
+    labels = [0] * options.per_class + [1] * options.per_class
+    for number, label in enumerate(rng.permutation(labels), start=1):
+        name = f"{layout.file_prefix}_{number:04d}_{label}.png"
+        writer(chest_radiograph(rng, options.size, bool(label)), root / layout.image_dir / name)
+        sex = rng.choice(["Male", "Female"])
+        age = f"{int(rng.integers(18, 80)):03d}Y"
+        findings = "normal" if label == 0 else rng.choice(["PTB in the right upper field", "STB"])
+        rows.append({"study_id": name, "sex": sex, "age": age, "findings": findings})
+    atomic_write_text(root / layout.csv_name, pd.DataFrame(rows).to_csv(index=False))
+
+
+def synth_shenzhen(root: Path, options: SynthOptions) -> None:
+    """Shenzhen layout with 8-bit palette ("P") PNGs, as the real files are."""
+    _synth_tb(root, options, SHENZHEN, write_palette_png)
+
+
+def synth_montgomery(root: Path, options: SynthOptions) -> None:
+    """Montgomery layout with 16-bit PNGs holding 12-bit values."""
+    _synth_tb(root, options, MONTGOMERY, write_16bit_png)
