@@ -8,93 +8,16 @@ everywhere a dataset name is accepted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-from medtransfer.data.images import load_image
+from medtransfer.data.sources import tb_cxr
 from medtransfer.data.sources.base import LabelOptions, SourceTable
-from medtransfer.data.sources.tb_cxr import CLASS_NAMES as TB_CLASSES
-from medtransfer.data.sources.tb_cxr import (
-    read_montgomery,
-    read_shenzhen,
-    synth_montgomery,
-    synth_shenzhen,
-)
 from medtransfer.data.sources.user import read_user_csv, scan_imagefolder
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.spec import ACCURACY, DatasetSpec, ResolvedDataset
 from medtransfer.errors import DatasetError
 
-ACCURACY = "accuracy"
-MEAN_PER_CLASS_ACCURACY = "mean per-class accuracy"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What the toolkit knows about one dataset.
-
-    ``folder`` is its folder under the data root (the original's ``./data/<folder>``);
-    ``patients`` says where patient ids come from ("" when the data has none);
-    ``few_shot_resize`` is the resize geometry the original's few-shot used for it
-    (``square``: ``Resize([257, 257])`` then centre crop; ``shorter``: shorter side).
-    ``read(root, labels)`` reads the published layout; ``synth(root, options)`` writes a
-    small tree in it; ``load(path)`` decodes one item to an RGB image (files by default;
-    a volume slice or an array inside a batch file for datasets that need it);
-    ``label_options`` names the :class:`LabelOptions` fields the dataset uses.
-    """
-
-    name: str
-    title: str
-    aliases: tuple[str, ...]
-    folder: str
-    class_names: tuple[str, ...]
-    metric: str
-    patients: str
-    few_shot_resize: str
-    read: Callable[[Path, LabelOptions], SourceTable]
-    synth: Callable[[Path, SynthOptions], None] | None = None
-    load: Callable[[Path], Image.Image] = load_image
-    label_options: tuple[str, ...] = ()
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class ResolvedDataset:
-    """A spec bound to the folder it is read from."""
-
-    spec: DatasetSpec
-    root: Path
-
-
-CATALOG: tuple[DatasetSpec, ...] = (
-    DatasetSpec(
-        name="shenzhencxr",
-        title="Shenzhen chest X-ray (tuberculosis)",
-        aliases=("shenzhen", "shenzhen-cxr", "shenzhen_cxr"),
-        folder="shenzhencxr",
-        class_names=TB_CLASSES,
-        metric=ACCURACY,
-        patients="one image per patient (file name CHNCXR_NNNN)",
-        few_shot_resize="square",
-        read=read_shenzhen,
-        synth=synth_shenzhen,
-        description="662 frontal CXRs from Shenzhen No.3 People's Hospital; normal vs TB.",
-    ),
-    DatasetSpec(
-        name="montgomerycxr",
-        title="Montgomery County chest X-ray (tuberculosis)",
-        aliases=("montgomery", "montgomery-cxr", "montgomery_cxr"),
-        folder="montgomerycxr",
-        class_names=TB_CLASSES,
-        metric=ACCURACY,
-        patients="one image per patient (file name MCUCXR_NNNN)",
-        few_shot_resize="square",
-        read=read_montgomery,
-        synth=synth_montgomery,
-        description="138 frontal CXRs from Montgomery County, Maryland; normal vs TB.",
-    ),
-)
+# One entry per source module; each module defines its datasets' specs as ``SPECS``.
+CATALOG: tuple[DatasetSpec, ...] = (*tb_cxr.SPECS,)
 
 USER_PREFIXES = ("imagefolder:", "csv:")
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable
+from medtransfer.data.spec import ACCURACY, DatasetSpec
 from medtransfer.data.synthetic import (
     SynthOptions,
     chest_radiograph,
@@ -165,3 +166,33 @@ def synth_shenzhen(root: Path, options: SynthOptions) -> None:
 def synth_montgomery(root: Path, options: SynthOptions) -> None:
     """Montgomery layout with 16-bit PNGs holding 12-bit values."""
     _synth_tb(root, options, MONTGOMERY, write_16bit_png)
+
+
+SPECS: tuple[DatasetSpec, ...] = (
+    DatasetSpec(
+        name="shenzhencxr",
+        title="Shenzhen chest X-ray (tuberculosis)",
+        aliases=("shenzhen", "shenzhen-cxr", "shenzhen_cxr"),
+        folder="shenzhencxr",
+        class_names=CLASS_NAMES,
+        metric=ACCURACY,
+        patients="one image per patient (file name CHNCXR_NNNN)",
+        few_shot_resize="square",
+        read=read_shenzhen,
+        synth=synth_shenzhen,
+        description="662 frontal CXRs from Shenzhen No.3 People's Hospital; normal vs TB.",
+    ),
+    DatasetSpec(
+        name="montgomerycxr",
+        title="Montgomery County chest X-ray (tuberculosis)",
+        aliases=("montgomery", "montgomery-cxr", "montgomery_cxr"),
+        folder="montgomerycxr",
+        class_names=CLASS_NAMES,
+        metric=ACCURACY,
+        patients="one image per patient (file name MCUCXR_NNNN)",
+        few_shot_resize="square",
+        read=read_montgomery,
+        synth=synth_montgomery,
+        description="138 frontal CXRs from Montgomery County, Maryland; normal vs TB.",
+    ),
+)

@@ -1,0 +1,57 @@
+"""What a dataset is to the toolkit: :class:`DatasetSpec` (data, not code paths).
+
+Each source module in ``data/sources/`` defines its dataset's spec next to its reader and
+synthetic writer; ``data/catalog.py`` lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from medtransfer.data.images import load_image
+from medtransfer.data.sources.base import LabelOptions, SourceTable
+from medtransfer.data.synthetic import SynthOptions
+
+ACCURACY = "accuracy"
+MEAN_PER_CLASS_ACCURACY = "mean per-class accuracy"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the toolkit knows about one dataset.
+
+    ``folder`` is its folder under the data root (the original's ``./data/<folder>``);
+    ``patients`` says where patient ids come from ("" when the data has none);
+    ``few_shot_resize`` is the resize geometry the original's few-shot used for it
+    (``square``: ``Resize([257, 257])`` then centre crop; ``shorter``: shorter side).
+    ``read(root, labels)`` reads the published layout; ``synth(root, options)`` writes a
+    small tree in it; ``load(path)`` decodes one item to an RGB image (files by default;
+    a volume slice or an array inside a batch file for datasets that need it);
+    ``label_options`` names the :class:`LabelOptions` fields the dataset uses.
+    """
+
+    name: str
+    title: str
+    aliases: tuple[str, ...]
+    folder: str
+    class_names: tuple[str, ...]
+    metric: str
+    patients: str
+    few_shot_resize: str
+    read: Callable[[Path, LabelOptions], SourceTable]
+    synth: Callable[[Path, SynthOptions], None] | None = None
+    load: Callable[[Path], Image.Image] = load_image
+    label_options: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """A spec bound to the folder it is read from."""
+
+    spec: DatasetSpec
+    root: Path
