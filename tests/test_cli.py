@@ -137,3 +137,29 @@ def test_corrupt_image_in_few_shot_names_the_file(data_root: Path, capsys) -> No
     victim.write_bytes(b"not a png at all")
     assert main(["--data-root", str(data_root), *FEW_SHOT, "--dataset", "montgomerycxr"]) == 2
     assert victim.name in capsys.readouterr().err
+
+
+def test_prepare_then_few_shot_reads_the_copy(data_root: Path, capsys) -> None:
+    base = ["--data-root", str(data_root)]
+    assert main([*base, "datasets", "prepare", "-d", "shenzhencxr", "--size", "40"]) == 0
+    assert "24 written now" in capsys.readouterr().out
+    assert main([*base, *FEW_SHOT, "--dataset", "shenzhencxr"]) == 0  # 32 px: 1.15*32 <= 40
+    record = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert record["params"]["pixels"] == {"pixels": "prepared", "size": 40}
+    assert main([*base, *FEW_SHOT, "--dataset", "shenzhencxr", "--no-prepared"]) == 0
+    original = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert original["params"]["pixels"] == {"pixels": "original"}
+    assert original["feature_key"] != record["feature_key"]
+
+
+def test_export_writes_the_manifest(data_root: Path, tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    out = tmp_path / "split.csv"
+    args = ["--data-root", str(data_root), "datasets", "export", "-d", "montgomery"]
+    assert main([*args, "--split-policy", "original", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["path", "label", "class_name", "patient", "split"]
+    assert len(frame) == 24 and set(frame["split"]) == {"train", "val", "test"}
+    assert (data_root / "montgomerycxr" / frame["path"][0]).is_file()
+    assert str(out) in capsys.readouterr().out

@@ -49,6 +49,11 @@ def _add_compute(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, default=0, help="image decoding processes")
     group.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group.add_argument(
+        "--no-prepared",
+        action="store_true",
+        help="decode the original files even where `datasets prepare` made resized copies",
+    )
 
 
 def _add_data(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -136,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     _add_roots(synth, top_level=False)
 
+    prepare = dataset_commands.add_parser(
+        "prepare",
+        help="write pre-resized copies into the cache (decode large images once)",
+        description="Decode every image once and keep a copy whose shorter side is --size "
+        "pixels (lossless PNG) in the cache. Extraction then reads the copy whenever its size "
+        "covers the resize it needs (`--no-prepared` turns this off). The data root is never "
+        "written to.",
+    )
+    _add_data(prepare)
+    prepare.add_argument("--size", type=int, default=256, help="shorter side in pixels")
+    prepare.add_argument("--workers", type=int, default=4, help="decoding threads")
+    prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_roots(prepare, top_level=False)
+    export = dataset_commands.add_parser(
+        "export",
+        help="write the manifest (split and labels) as CSV",
+        description="Write the manifest as CSV with columns path (relative to the dataset "
+        "folder), label (class index), class_name, patient, split (train/val/test), so a "
+        "split can be shared, inspected and reused.",
+    )
+    _add_data(export)
+    export.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    _add_roots(export, top_level=False)
+
     models = commands.add_parser("models", help="the model catalog")
     model_commands = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     model_list = model_commands.add_parser("list", help="every catalog model")
@@ -184,13 +213,18 @@ def _roots(args: argparse.Namespace) -> Roots:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from medtransfer.commands import datasets_check, datasets_list, datasets_synth
+    from medtransfer import commands
 
     if args.action == "list":
-        return datasets_list(_roots(args))
-    if args.action == "check":
-        return datasets_check(_roots(args), args)
-    return datasets_synth(args)
+        return commands.datasets_list(_roots(args))
+    if args.action == "synth":
+        return commands.datasets_synth(args)
+    action = {
+        "check": commands.datasets_check,
+        "prepare": commands.datasets_prepare,
+        "export": commands.datasets_export,
+    }[args.action]
+    return action(_roots(args), args)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

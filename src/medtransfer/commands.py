@@ -72,6 +72,31 @@ def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     return 1
 
 
+def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.data.catalog import dataset_key, resolve_dataset
+    from medtransfer.data.prepare import prepare
+
+    manifest = data_options(args).manifest(roots)
+    key = dataset_key(resolve_dataset(args.dataset, roots.data).spec)
+    folder, written = prepare(
+        manifest, roots.cache, key, args.size, workers=args.workers, progress=not args.no_progress
+    )
+    print(f"{manifest.dataset}: {len(manifest)} images at {args.size}px in {folder}")
+    print(f"{written} written now, {len(manifest) - written} already there.")
+    return 0
+
+
+def datasets_export(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.fsutil import atomic_write_text
+
+    manifest = data_options(args).manifest(roots)
+    atomic_write_text(args.out, manifest.table.to_csv(index=False))
+    counts = manifest.table["split"].value_counts()
+    summary = ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
+    print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {args.out}")
+    return 0
+
+
 def datasets_synth(args: argparse.Namespace) -> int:
     from medtransfer.data.synthetic import SynthOptions, synthesize
 
@@ -113,7 +138,13 @@ def few_shot(roots: Roots, args: argparse.Namespace) -> int:
             pool=args.pool,
             seed=args.seed,
         ),
-        RunOptions(args.device, args.workers, args.batch_size, not args.no_progress),
+        RunOptions(
+            args.device,
+            args.workers,
+            args.batch_size,
+            progress=not args.no_progress,
+            use_prepared=not args.no_prepared,
+        ),
     )
     source = "extracted now" if result.extracted else "read from the feature store"
     print(f"features: {source}")

@@ -68,6 +68,7 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        use_prepared=not args.no_prepared,
     )
     rows = []
     for title, short, dataset, data_roots, n_way in sets:

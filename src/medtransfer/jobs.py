@@ -14,6 +14,7 @@ from typing import Any
 from medtransfer.config import Roots, resolve_device
 from medtransfer.data.catalog import dataset_key, resolve_dataset
 from medtransfer.data.manifest import Manifest, load_manifest
+from medtransfer.data.prepare import prepared_pixels
 from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.features.store import FeatureSet, get_features
@@ -67,6 +68,7 @@ class RunOptions:
     workers: int = 0
     batch_size: int = 64
     progress: bool = True
+    use_prepared: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,11 @@ def prepare_features(
     )
     timings["model_load_s"] = time.perf_counter() - start
     device = resolve_device(run.device)
-    store_root = roots.cache / "features" / backbone.spec.name / dataset_key(resolved.spec)
+    key = dataset_key(resolved.spec)
+    store_root = roots.cache / "features" / backbone.spec.name / key
+    pixels = None
+    if run.use_prepared:
+        pixels = prepared_pixels(manifest, roots.cache, key, preprocessing.resize_side())
     features = get_features(
         backbone,
         manifest,
@@ -132,6 +138,7 @@ def prepare_features(
         batch_size=run.batch_size,
         workers=run.workers,
         progress=run.progress,
+        pixels=pixels,
     )
     timings["extraction_s"] = features.seconds
     return FeatureJob(manifest, backbone, preprocessing, features, device, timings)
@@ -181,6 +188,7 @@ def run_few_shot(
         "iter_num": options.iter_num,
         "pool": options.pool,
         "preprocessing": preprocessing.describe(),
+        "pixels": job.features.pixels,
         "normalization": job.backbone.normalization,
         "no_norm": model.no_norm,
         "weights": str(model.weights) if model.weights else None,

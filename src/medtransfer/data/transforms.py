@@ -43,6 +43,10 @@ class Preprocessing:
         if self.image_size < 8:
             raise ConfigError(f"--image-size {self.image_size} is too small (minimum 8).")
 
+    def resize_side(self) -> int:
+        """The shorter side the image is resized to before cropping."""
+        return int(self.image_size * 1.15) if self.resize == "square" else self.image_size
+
     def describe(self) -> dict[str, object]:
         """Every parameter, for records and cache keys."""
         return {"version": 1, **asdict(self)}
@@ -51,7 +55,7 @@ class Preprocessing:
         """RGB PIL image -> tensor (3, S, S) float32 in [0, 1]."""
         size = self.image_size
         if self.resize == "square":
-            side = int(size * 1.15)
+            side = self.resize_side()
             image = TF.resize(image, [side, side], interpolation=InterpolationMode.BILINEAR)
         else:
             image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from medtransfer.data.images import load_image
 from medtransfer.data.manifest import Manifest
+from medtransfer.data.prepare import PixelSource, original_pixels
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.errors import MedTransferError
 from medtransfer.fsutil import atomic_directory, atomic_write_json, sha256_json
@@ -44,7 +45,8 @@ class FeatureSet:
 
     ``features``: (N, D) float32 (memory-mapped); ``labels``: (N,) int64; ``computed``:
     whether this call ran forward passes (False when read from the store);
-    ``seconds``: time spent extracting in this call.
+    ``seconds``: time spent extracting in this call; ``pixels``: where the images were
+    decoded from (the original files or a pre-resized copy).
     """
 
     features: np.ndarray
@@ -53,21 +55,7 @@ class FeatureSet:
     path: Path
     computed: bool
     seconds: float
-
-
-def source_fingerprint(paths: Sequence[Path]) -> str:
-    """Hash of each file's size and modification time: changes when an image is replaced."""
-    seen: dict[Path, tuple[int, int]] = {}
-    stats = []
-    for path in paths:
-        if path not in seen:
-            try:
-                info = os.stat(path)
-                seen[path] = (info.st_size, info.st_mtime_ns)
-            except FileNotFoundError:
-                seen[path] = (-1, -1)
-        stats.append(seen[path])
-    return sha256_json(stats)
+    pixels: dict[str, object]
 
 
 def feature_key(
@@ -76,7 +64,7 @@ def feature_key(
     arch: str,
     manifest: Manifest,
     preprocessing: Preprocessing,
-    fingerprint: str,
+    pixels: PixelSource,
 ) -> str:
     """The store key: a sha256 over everything the features depend on."""
     return sha256_json(
@@ -86,7 +74,8 @@ def feature_key(
             "normalization": normalization,
             "arch": arch,
             "manifest": manifest.hash,
-            "files": fingerprint,
+            "files": pixels.fingerprint,
+            "pixels": pixels.describe,
             "preprocessing": preprocessing.describe(),
         }
     )
@@ -175,21 +164,20 @@ def get_features(
     workers: int = 0,
     progress: bool = True,
     shard_rows: int = 4096,
+    pixels: PixelSource | None = None,
 ) -> FeatureSet:
-    """Features of every row of ``manifest``, from the store or extracted now (once)."""
-    paths = manifest.absolute_paths()
-    key = feature_key(
-        weights_sha256,
-        normalization,
-        arch,
-        manifest,
-        preprocessing,
-        source_fingerprint(manifest.files()),
-    )
+    """Features of every row of ``manifest``, from the store or extracted now (once).
+
+    ``pixels`` says where the images are decoded from: the dataset's own files (default) or
+    a pre-resized copy (:func:`medtransfer.data.prepare.prepared_pixels`).
+    """
+    pixels = pixels or original_pixels(manifest)
+    paths = pixels.paths
+    key = feature_key(weights_sha256, normalization, arch, manifest, preprocessing, pixels)
     final = store_root / key[:16]
     labels = manifest.labels
     if (final / "meta.json").is_file():
-        return FeatureSet(_open(final), labels, key, final, computed=False, seconds=0.0)
+        return FeatureSet(_open(final), labels, key, final, False, 0.0, pixels.describe)
 
     partial = store_root / f"{key[:16]}.partial"
     partial.mkdir(parents=True, exist_ok=True)
@@ -207,7 +195,7 @@ def get_features(
             workers=workers,
             progress=progress,
             description=f"features {start}-{stop} of {len(paths)}",
-            loader=manifest.loader,
+            loader=pixels.loader,
         )
         tmp = partial / f".shard-{index:05d}.tmp.npy"
         np.save(tmp, block)
@@ -240,12 +228,13 @@ def get_features(
                 "normalization": normalization,
                 "arch": arch,
                 "preprocessing": preprocessing.describe(),
+                "pixels": pixels.describe,
                 "shape": [len(paths), dim],
                 "extraction_seconds": seconds,
             },
         )
     shutil.rmtree(partial, ignore_errors=True)
-    return FeatureSet(_open(final), labels, key, final, computed=True, seconds=seconds)
+    return FeatureSet(_open(final), labels, key, final, True, seconds, pixels.describe)
 
 
 def _open(folder: Path) -> np.ndarray:
