@@ -163,3 +163,12 @@ def test_export_writes_the_manifest(data_root: Path, tmp_path: Path, capsys) -> 
     assert len(frame) == 24 and set(frame["split"]) == {"train", "val", "test"}
     assert (data_root / "montgomerycxr" / frame["path"][0]).is_file()
     assert str(out) in capsys.readouterr().out
+
+
+def test_datasets_check_finds_duplicated_image_content(data_root: Path, capsys) -> None:
+    images = data_root / "montgomerycxr" / "MontgomerySet" / "CXR_png"
+    files = sorted(images.glob("*.png"))
+    files[5].write_bytes(files[2].read_bytes())
+    assert main(["--data-root", str(data_root), "datasets", "check", "-d", "montgomery"]) == 1
+    out = capsys.readouterr().out
+    assert "duplicate" in out and files[5].name in out and files[2].name in out

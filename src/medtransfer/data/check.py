@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -15,23 +17,47 @@ from medtransfer.data.sources.base import Problem
 from medtransfer.errors import DatasetError
 
 
-def _verify(path: Path, loader: Callable[[Path], Image.Image] = load_image) -> Problem | None:
-    file = Path(str(path).split("#", 1)[0])
+@dataclass(frozen=True)
+class ItemCheck:
+    """The outcome of opening one item: a problem, or the sha256 of its file's bytes."""
+
+    path: Path
+    problem: Problem | None
+    digest: str | None
+
+
+def _file_of(path: Path) -> Path:
+    return Path(str(path).split("#", 1)[0])
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, loader: Callable[[Path], Image.Image] = load_image) -> ItemCheck:
+    file = _file_of(path)
     if not file.is_file():
-        return Problem(
+        problem = Problem(
             "missing-file",
             str(path),
             "listed in the index file but not on disk",
             "restore the file, or remove its row from the index file",
         )
+        return ItemCheck(path, problem, None)
     try:
         if loader is load_image:
             verify_image(path)
         else:
             loader(path).load()
     except DatasetError as exc:
-        return Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
-    return None
+        problem = Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
+        return ItemCheck(path, problem, None)
+    # items inside one file (file#key) share the file's bytes: no content check for them
+    return ItemCheck(path, None, _sha256(file) if file == path else None)
 
 
 def check_images(
@@ -41,7 +67,8 @@ def check_images(
     progress: bool = True,
     loader: Callable[[Path], Image.Image] = load_image,
 ) -> list[Problem]:
-    """Open every item fully; a problem for each missing, truncated or undecodable file."""
+    """Open every item fully; a problem for each missing, truncated or undecodable file,
+    and for each file whose bytes duplicate an earlier one (a leak across splits)."""
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
@@ -53,7 +80,23 @@ def check_images(
                 disable=not progress,
             )
         )
-    return [p for p in results if p is not None]
+    problems = [r.problem for r in results if r.problem is not None]
+    first: dict[str, Path] = {}
+    for result in results:
+        if result.digest is None:
+            continue
+        if result.digest in first:
+            problems.append(
+                Problem(
+                    "duplicate",
+                    str(result.path),
+                    f"same bytes as {first[result.digest]}",
+                    "remove one copy, or both rows if their labels disagree",
+                )
+            )
+        else:
+            first[result.digest] = result.path
+    return problems
 
 
 def check_manifest(manifest: Manifest, *, workers: int = 4, progress: bool = True) -> list[Problem]:
@@ -70,9 +113,13 @@ def check_manifest(manifest: Manifest, *, workers: int = 4, progress: bool = Tru
             problems.append(
                 Problem("empty-class", f"{manifest.dataset}:{name}", "no image has this class")
             )
+    unique = manifest.table.drop_duplicates("path")["path"]
     problems.extend(
         check_images(
-            manifest.absolute_paths(), workers=workers, progress=progress, loader=manifest.loader
+            [manifest.root / p for p in unique],
+            workers=workers,
+            progress=progress,
+            loader=manifest.loader,
         )
     )
     return problems
