@@ -161,3 +161,11 @@ def test_user_csv_and_imagefolder(tmp_path: Path) -> None:
     assert from_csv.params["patient_ids"] is True
     for patient, group in from_csv.table.groupby("patient"):
         assert group["split"].nunique() == 1, patient
+
+
+def test_chexpert_too_small_for_the_original_cut_is_a_clear_error(tmp_path: Path) -> None:
+    synthesize("chexpert", tmp_path, SynthOptions(per_class=3, size=16))
+    resolved = resolve_dataset("chexpert", tmp_path)
+    assert len(build_manifest(resolved)) > 0  # the patient policy works on any size
+    with pytest.raises(DatasetError, match=r"134049.*--split-policy patient"):
+        build_manifest(resolved, split_policy="original")

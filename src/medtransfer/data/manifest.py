@@ -182,6 +182,8 @@ def build_manifest(
         "val_fraction": val_fraction,
     }
     if split_policy == "original":
+        if spec.check_original is not None:
+            spec.check_original(dataset.root)
         if source.has_original_split:
             split = table["original_split"].to_numpy(dtype=object).copy()
             order = table["original_order"].to_numpy(dtype=np.int64)

@@ -31,7 +31,9 @@ class DatasetSpec:
     ``read(root, labels)`` reads the published layout; ``synth(root, options)`` writes a
     small tree in it; ``load(path)`` decodes one item to an RGB image (files by default;
     a volume slice or an array inside a batch file for datasets that need it);
-    ``label_options`` names the :class:`LabelOptions` fields the dataset uses.
+    ``label_options`` names the :class:`LabelOptions` fields the dataset uses;
+    ``check_original(root)`` raises when the original's split cannot be made from the data
+    at ``root`` (CheXpert's literal cut needs more than 134,049 rows).
     """
 
     name: str
@@ -46,6 +48,7 @@ class DatasetSpec:
     synth: Callable[[Path, SynthOptions], None] | None = None
     load: Callable[[Path], Image.Image] = load_image
     label_options: tuple[str, ...] = ()
+    check_original: Callable[[Path], None] | None = None
     description: str = ""
 
 
