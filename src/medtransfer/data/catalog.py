@@ -10,14 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from medtransfer.data.sources import chestx, chexpert, tb_cxr
+from medtransfer.data.sources import bach, chestx, chexpert, eyepacs, ichallenge, tb_cxr
 from medtransfer.data.sources.base import LabelOptions, SourceTable
 from medtransfer.data.sources.user import read_user_csv, scan_imagefolder
 from medtransfer.data.spec import ACCURACY, DatasetSpec, ResolvedDataset
 from medtransfer.errors import DatasetError
 
 # One entry per source module; each module defines its datasets' specs as ``SPECS``.
-CATALOG: tuple[DatasetSpec, ...] = (*tb_cxr.SPECS, *chexpert.SPECS, *chestx.SPECS)
+CATALOG: tuple[DatasetSpec, ...] = (
+    *tb_cxr.SPECS,
+    *chexpert.SPECS,
+    *chestx.SPECS,
+    *eyepacs.SPECS,
+    *ichallenge.SPECS,
+    *bach.SPECS,
+)
 
 USER_PREFIXES = ("imagefolder:", "csv:")
 
