@@ -57,6 +57,9 @@ def chexpert_csv(path: Path, rows: int, seed: int = 0) -> None:
     for column in CHEXPERT_COLUMNS[5:]:
         frame[column] = rng.choice([1.0, 0.0, -1.0, np.nan], size=rows, p=[0.2, 0.1, 0.05, 0.65])
     frame.to_csv(path, index=False)
+    for sample in paths[:20]:  # the reader looks for the image tree (it opens no image)
+        (path.parent / sample).parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / sample).touch()
 
 
 def bench_manifest(tmp: Path, rows: int) -> None:

@@ -123,22 +123,25 @@ def patient_split(
     """
     n = len(labels)
     groups = np.where(patients == "", np.char.add("row:", np.arange(n).astype(str)), patients)
-    frame = pd.DataFrame({"group": groups, "label": labels})
-    per_group = frame.groupby("group", sort=True)["label"].agg(
-        size="size", label=lambda s: s.value_counts().sort_index().idxmax()
-    )
+    codes, _ = pd.factorize(groups, sort=True)  # group index per row, groups in sorted order
+    n_groups = int(codes.max()) + 1
+    sizes = np.bincount(codes, minlength=n_groups)
+    per_label = np.zeros((n_groups, int(labels.max()) + 1), dtype=np.int64)
+    np.add.at(per_label, (codes, labels), 1)
+    majority = per_label.argmax(axis=1)  # a patient's class: its most frequent label
     rng = np.random.default_rng(seed)
-    test_groups: list[str] = []
-    for _, members in per_group.groupby("label", sort=True):
+    in_test = np.zeros(n_groups, dtype=bool)
+    for label in np.unique(majority):
+        members = np.flatnonzero(majority == label)
         if len(members) < 2:
             continue  # a class with one patient cannot be on both sides; it stays in train
         perm = rng.permutation(len(members))
-        cumulative = np.cumsum(members["size"].to_numpy()[perm])
+        cumulative = np.cumsum(sizes[members[perm]])
         target = test_fraction * cumulative[-1]
         n_test = int(np.searchsorted(cumulative, target, side="left")) + 1
         n_test = min(max(n_test, 1), len(members) - 1)
-        test_groups.extend(members.index.to_numpy()[perm[:n_test]])
-    return np.where(np.isin(groups, test_groups), "test", "train").astype(object)
+        in_test[members[perm[:n_test]]] = True
+    return np.where(in_test[codes], "test", "train").astype(object)
 
 
 def build_manifest(
