@@ -18,24 +18,16 @@ def datasets_list(roots: Roots) -> int:
     rows = []
     for spec in CATALOG:
         present = "yes" if (roots.data / spec.folder).is_dir() else "no"
-        rows.append(
-            (
-                spec.name,
-                ", ".join(spec.aliases),
-                len(spec.class_names),
-                spec.metric,
-                spec.patients or "no (patient policy splits by image)",
-                present,
-            )
-        )
+        aliases = ", ".join(spec.aliases[:3]) + (", ..." if len(spec.aliases) > 3 else "")
+        patients = "yes" if spec.patients else "no: split by image"
+        rows.append((spec.name, aliases, len(spec.class_names), spec.metric, patients, present))
+    headers = ("name", "aliases", "classes", "metric", "patient ids", "found")
+    print(format_table(headers, rows))
+    print(f"\nfound: whether <data root>/<name> exists (data root: {roots.data}).")
+    print("Patient ids: the default split policy keeps each patient's images on one side.")
     print(
-        format_table(
-            ("name", "aliases", "classes", "metric", "patient ids", f"in {roots.data}"), rows
-        )
-    )
-    print(
-        "\nYour own data: imagefolder:PATH (one folder per class) or "
-        "csv:PATH (columns path,label[,patient])."
+        "Your own data: imagefolder:PATH (one folder per class) or "
+        "csv:PATH (columns path,label[,patient]). Layouts: docs/datasets/."
     )
     return 0
 
