@@ -165,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="CSV file to write")
     _add_roots(export, top_level=False)
 
+    download = dataset_commands.add_parser(
+        "download",
+        help="download a dataset that needs no login (CIFAR-10/100) into the cache",
+        description="Fetch the dataset's archive through medtransfer's downloader (resumed, "
+        "checksummed), unpack it safely into <cache>/datasets/<folder>, and read it from there "
+        "whenever <data root>/<folder> does not exist. Datasets behind a registration page "
+        "must be downloaded by hand; the error says from where.",
+    )
+    download.add_argument("-d", "--dataset", required=True)
+    download.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_roots(download, top_level=False)
+
     models = commands.add_parser("models", help="the model catalog")
     model_commands = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     model_list = model_commands.add_parser("list", help="every catalog model")
@@ -223,6 +235,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         "check": commands.datasets_check,
         "prepare": commands.datasets_prepare,
         "export": commands.datasets_export,
+        "download": commands.datasets_download,
     }[args.action]
     return action(_roots(args), args)
 

@@ -69,7 +69,7 @@ def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.prepare import prepare
 
     manifest = data_options(args).manifest(roots)
-    key = dataset_key(resolve_dataset(args.dataset, roots.data).spec)
+    key = dataset_key(resolve_dataset(args.dataset, roots.data, roots.cache).spec)
     folder, written = prepare(
         manifest, roots.cache, key, args.size, workers=args.workers, progress=not args.no_progress
     )
@@ -86,6 +86,26 @@ def datasets_export(roots: Roots, args: argparse.Namespace) -> int:
     counts = manifest.table["split"].value_counts()
     summary = ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
     print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {args.out}")
+    return 0
+
+
+def datasets_download(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.data.catalog import downloaded_folder, get_dataset_spec
+    from medtransfer.errors import DatasetError
+
+    spec = get_dataset_spec(args.dataset)
+    if spec.download is None:
+        where = f" from {spec.source_url}" if spec.source_url else ""
+        raise DatasetError(
+            f"{spec.name} cannot be downloaded automatically (its publisher requires a login or "
+            f"an agreement). Download it by hand{where} and place it in its published layout "
+            f"under {roots.data / spec.folder} (see docs/datasets/{spec.name}.md)."
+        )
+    folder = spec.download(downloaded_folder(roots.cache, spec), not args.no_progress)
+    print(
+        f"{spec.name}: downloaded to {folder}; it is read from there while "
+        f"{roots.data / spec.folder} does not exist."
+    )
     return 0
 
 

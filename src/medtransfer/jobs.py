@@ -41,7 +41,7 @@ class DataOptions:
     def manifest(self, roots: Roots) -> Manifest:
         """Build this data's manifest (and keep a copy in the cache)."""
         return load_manifest(
-            resolve_dataset(self.dataset, roots.data),
+            resolve_dataset(self.dataset, roots.data, roots.cache),
             roots.cache,
             split_policy=self.split_policy,
             seed=self.split_seed,
@@ -107,7 +107,7 @@ def prepare_features(
     """Build the manifest, load the backbone and get (or extract) the features."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    resolved = resolve_dataset(data.dataset, roots.data)
+    resolved = resolve_dataset(data.dataset, roots.data, roots.cache)
     manifest = data.manifest(roots)
     timings["manifest_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def run_few_shot(
     run: RunOptions,
 ) -> FewShotResult:
     """Prototypical-network few-shot evaluation; writes and returns its record."""
-    resolved = resolve_dataset(data.dataset, roots.data)
+    resolved = resolve_dataset(data.dataset, roots.data, roots.cache)
     resize = options.resize or resolved.spec.few_shot_resize
     preprocessing = Preprocessing(image_size=options.image_size, resize=resize)
     job = prepare_features(roots, data, model, preprocessing, run)

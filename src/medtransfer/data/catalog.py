@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from medtransfer.data.sources import bach, chestx, chexpert, eyepacs, ichallenge, tb_cxr
+from medtransfer.data.sources import (
+    bach,
+    chestx,
+    chexpert,
+    cifar,
+    eyepacs,
+    ichallenge,
+    stoic,
+    tb_cxr,
+)
 from medtransfer.data.sources.base import LabelOptions, SourceTable
 from medtransfer.data.sources.user import read_user_csv, scan_imagefolder
 from medtransfer.data.spec import ACCURACY, DatasetSpec, ResolvedDataset
@@ -24,6 +33,8 @@ CATALOG: tuple[DatasetSpec, ...] = (
     *eyepacs.SPECS,
     *ichallenge.SPECS,
     *bach.SPECS,
+    *stoic.SPECS,
+    *cifar.SPECS,
 )
 
 USER_PREFIXES = ("imagefolder:", "csv:")
@@ -46,8 +57,17 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     )
 
 
-def resolve_dataset(name: str, data_root: Path) -> ResolvedDataset:
-    """Bind a dataset name (catalog name, alias, ``imagefolder:`` or ``csv:``) to its folder."""
+def downloaded_folder(cache_root: Path, spec: DatasetSpec) -> Path:
+    """Where ``datasets download`` keeps a dataset (in the cache, never the data root)."""
+    return cache_root / "datasets" / spec.folder
+
+
+def resolve_dataset(name: str, data_root: Path, cache_root: Path | None = None) -> ResolvedDataset:
+    """Bind a dataset name (catalog name, alias, ``imagefolder:`` or ``csv:``) to its folder.
+
+    A catalog dataset is read from ``<data_root>/<folder>``; when that is missing and
+    ``datasets download`` put a copy in the cache, the copy is read.
+    """
     if name.startswith("imagefolder:"):
         root = Path(name.split(":", 1)[1]).expanduser().resolve()
         classes, source = scan_imagefolder(root)
@@ -60,7 +80,12 @@ def resolve_dataset(name: str, data_root: Path) -> ResolvedDataset:
         spec = _user_spec(name, csv_path.stem, classes, lambda _root, _labels: source, has_patients)
         return ResolvedDataset(spec, root)
     spec = get_dataset_spec(name)
-    return ResolvedDataset(spec, data_root / spec.folder)
+    folder = data_root / spec.folder
+    if not folder.is_dir() and cache_root is not None:
+        downloaded = downloaded_folder(cache_root, spec)
+        if downloaded.is_dir():
+            return ResolvedDataset(spec, downloaded)
+    return ResolvedDataset(spec, folder)
 
 
 def _user_spec(

@@ -33,7 +33,9 @@ class DatasetSpec:
     a volume slice or an array inside a batch file for datasets that need it);
     ``label_options`` names the :class:`LabelOptions` fields the dataset uses;
     ``check_original(root)`` raises when the original's split cannot be made from the data
-    at ``root`` (CheXpert's literal cut needs more than 134,049 rows).
+    at ``root`` (CheXpert's literal cut needs more than 134,049 rows);
+    ``download(folder, progress)`` fetches the dataset into ``folder`` (a cache folder) for
+    datasets that can be downloaded without a login; ``source_url`` says where to get it.
     """
 
     name: str
@@ -49,6 +51,8 @@ class DatasetSpec:
     load: Callable[[Path], Image.Image] = load_image
     label_options: tuple[str, ...] = ()
     check_original: Callable[[Path], None] | None = None
+    download: Callable[[Path, bool], Path] | None = None
+    source_url: str = ""
     description: str = ""
 
 

@@ -272,6 +272,7 @@ def synth_bach(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="bach",
+        source_url="https://iciar2018-challenge.grand-challenge.org/",
         title="BACH (ICIAR 2018 breast cancer histology)",
         aliases=("iciar2018", "iciar-2018", "bach2018", "iciar2018_bach"),
         folder="bach",

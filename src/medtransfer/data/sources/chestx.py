@@ -473,6 +473,7 @@ def synth_chestx(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="chestx",
+        source_url="https://nihcc.app.box.com/v/ChestXray-NIHCC",
         title="ChestX-ray14 (NIH), 7 single-finding classes",
         aliases=(
             "chestx-ray14",

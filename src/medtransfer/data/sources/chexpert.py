@@ -421,6 +421,7 @@ def synth_chexpert(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="chexpert",
+        source_url="https://stanfordmlgroup.github.io/competitions/chexpert/",
         title="CheXpert (Pleural Effusion)",
         aliases=("chexpert-pe", "chexpert_pe", "chexpert-v1.0", "chexpert-small"),
         folder="chexpert",

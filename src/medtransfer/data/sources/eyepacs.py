@@ -381,6 +381,7 @@ def synth_diabetic_retinopathy(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="diabetic_retinopathy",
+        source_url="https://www.kaggle.com/c/diabetic-retinopathy-detection/data",
         title="EyePACS / Kaggle Diabetic Retinopathy Detection",
         aliases=(
             "eyepacs",

@@ -555,6 +555,7 @@ def synth_ichallenge_pm(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="ichallenge_amd",
+        source_url="https://amd.grand-challenge.org/",
         title="iChallenge-AMD (age-related macular degeneration)",
         aliases=("amd", "ichallenge-amd", "ichallengeamd", "adam"),
         folder="ichallenge_amd",
@@ -569,6 +570,7 @@ SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="ichallenge_pm",
+        source_url="https://palm.grand-challenge.org/",
         title="iChallenge-PM / PALM (pathological myopia)",
         aliases=("pm", "palm", "ichallenge-pm", "ichallengepm"),
         folder="ichallenge_pm",

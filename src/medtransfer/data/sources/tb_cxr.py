@@ -171,6 +171,7 @@ def synth_montgomery(root: Path, options: SynthOptions) -> None:
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="shenzhencxr",
+        source_url="https://www.kaggle.com/datasets/kmader/pulmonary-chest-xray-abnormalities",
         title="Shenzhen chest X-ray (tuberculosis)",
         aliases=("shenzhen", "shenzhen-cxr", "shenzhen_cxr"),
         folder="shenzhencxr",
@@ -184,6 +185,7 @@ SPECS: tuple[DatasetSpec, ...] = (
     ),
     DatasetSpec(
         name="montgomerycxr",
+        source_url="https://www.kaggle.com/datasets/kmader/pulmonary-chest-xray-abnormalities",
         title="Montgomery County chest X-ray (tuberculosis)",
         aliases=("montgomery", "montgomery-cxr", "montgomery_cxr"),
         folder="montgomerycxr",
