@@ -38,3 +38,29 @@ def test_check_and_few_shot_on_the_published_layout(
     assert record["dataset"] == name and record["features_extracted"] is True
     assert main(few_shot) == 0
     assert "read from the feature store" in capsys.readouterr().out
+
+
+def test_user_data_imagefolder_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from medtransfer.data.synthetic import class_pattern, write_image
+
+    rng = np.random.default_rng(0)
+    rows = ["path,label,patient"]
+    for label, name in enumerate(("benign", "malignant")):
+        for i in range(6):
+            relative = f"tree/{name}/{i:02d}.png"
+            write_image(class_pattern(rng, 32, label, 2), tmp_path / relative)
+            rows.append(f"{relative},{name},p{label}{i // 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    for dataset in (f"imagefolder:{tmp_path / 'tree'}", f"csv:{tmp_path / 'labels.csv'}"):
+        assert main(["datasets", "check", "-d", dataset, "--no-progress"]) == 0
+        few_shot = [
+            *("few-shot", "-d", dataset, "-m", "random_r18", "--n-way", "2"),
+            *("--n-support", "2", "--n-query", "2", "--iter-num", "10", "--image-size", "32"),
+            *("--device", "cpu", "--no-progress"),
+        ]
+        assert main(few_shot) == 0
+        out = capsys.readouterr().out
+        record = json.loads(Path(out.strip().splitlines()[-1].removeprefix("record: ")).read_text())
+        assert record["dataset"] == dataset
