@@ -109,6 +109,14 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         help="the original's --no-norm: feed [0,1] pixels without mean/std normalisation "
         "(histogram-normalised models keep theirs, as in the original)",
     )
+    parser.add_argument(
+        "--norm",
+        choices=("default", "study", "imagenet", "half", "cxr", "histogram", "none"),
+        default="default",
+        help="input normalisation: default = what the weights expect (see `models info`); "
+        "study = what the original study fed the model (MoCo-CXR: ImageNet statistics); "
+        "or a kind",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     model_list = model_commands.add_parser("list", help="every catalog model")
     _add_roots(model_list, top_level=False)
+    info = model_commands.add_parser("info", help="everything the catalog knows about a model")
+    info.add_argument("name")
+    _add_roots(info, top_level=False)
+    fetch = model_commands.add_parser(
+        "download",
+        help="download (and convert) weights into the cache",
+        description="Fetch the authors' weights file (resumed, sha256 recorded), convert it to "
+        "a torchvision state dict once, and cache it. Models behind a login say how to get "
+        "the file by hand.",
+    )
+    which = fetch.add_mutually_exclusive_group(required=True)
+    which.add_argument("name", nargs="?", help="a catalog model")
+    which.add_argument("--all", action="store_true", help="every downloadable model")
+    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_roots(fetch, top_level=False)
+    convert = model_commands.add_parser(
+        "convert",
+        help="convert a weights file you obtained by hand (e.g. SimCLR-v1's zip)",
+        description="Convert the authors' file for a catalog model into the cache, as "
+        "`models download` would have; later runs use it.",
+    )
+    convert.add_argument("name", help="a catalog model, e.g. simclr-v1")
+    convert.add_argument("--from", dest="source", type=Path, required=True, help="the file")
+    _add_roots(convert, top_level=False)
 
     few_shot = commands.add_parser(
         "few-shot",
@@ -241,9 +273,15 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from medtransfer.commands import models_list
+    from medtransfer import commands
 
-    return models_list(_roots(args))
+    action = {
+        "list": commands.models_list,
+        "info": commands.models_info,
+        "download": commands.models_download,
+        "convert": commands.models_convert,
+    }[args.action]
+    return action(_roots(args), args)
 
 
 def _cmd_few_shot(args: argparse.Namespace) -> int:

@@ -122,14 +122,97 @@ def datasets_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def models_list(roots: Roots) -> int:
+def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
+    from medtransfer.models.backbone import weights_status
     from medtransfer.models.catalog import list_models
 
     rows = [
-        (spec.name, spec.arch, spec.method, spec.pretraining_data, spec.feature_dim)
+        (
+            spec.name,
+            spec.arch,
+            spec.method,
+            spec.pretraining_data,
+            spec.feature_dim,
+            weights_status(spec, roots),
+        )
         for spec in list_models()
     ]
-    print(format_table(("name", "architecture", "method", "pretraining data", "dim"), rows))
+    headers = ("name", "architecture", "method", "pretraining data", "dim", "weights")
+    print(format_table(headers, rows))
+    print(
+        "\nAlso: timm:NAME and torchvision:NAME for other architectures; `models info NAME` "
+        "for details; `models download --all` to fetch everything downloadable."
+    )
+    return 0
+
+
+def models_info(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.models.backbone import weights_status
+    from medtransfer.models.catalog import get_model_spec
+    from medtransfer.models.converted import converted_provenance
+
+    spec = get_model_spec(args.name)
+    fields = [
+        ("name", spec.name),
+        ("aliases", ", ".join(spec.aliases) or "-"),
+        ("description", spec.description),
+        ("architecture", spec.arch),
+        ("feature dim", spec.feature_dim),
+        ("method", spec.method),
+        ("pretraining data", spec.pretraining_data),
+        ("input normalisation", spec.normalization),
+        ("the study fed it", spec.study_normalization or spec.normalization),
+        ("licence", spec.licence),
+        ("weights", weights_status(spec, roots)),
+    ]
+    if spec.url:
+        fields.append(("upstream file", spec.url))
+    if spec.converter:
+        fields.append(("converter", spec.converter))
+    if spec.manual:
+        fields.append(("by hand", spec.manual))
+    provenance = converted_provenance(roots, spec) if spec.converter else None
+    if provenance:
+        fields.append(("upstream sha256", provenance["upstream_sha256"]))
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def models_download(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.errors import MedTransferError
+    from medtransfer.models.backbone import download_weights
+    from medtransfer.models.catalog import get_model_spec, list_models
+
+    specs = list_models() if args.all else [get_model_spec(args.name)]
+    failed = 0
+    for spec in specs:
+        if spec.source in ("random", "package"):
+            print(f"{spec.name}: nothing to download ({spec.source}).")
+            continue
+        if args.all and spec.manual:
+            print(f"{spec.name}: skipped — {spec.manual}.")
+            continue
+        try:
+            path, digest = download_weights(spec, roots, progress=not args.no_progress)
+        except MedTransferError as exc:
+            if not args.all:
+                raise
+            failed += 1
+            print(f"{spec.name}: FAILED — {exc}")
+            continue
+        print(f"{spec.name}: {path} (sha256 {digest[:16]}…)")
+    return 1 if failed else 0
+
+
+def models_convert(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.models.catalog import get_model_spec
+    from medtransfer.models.converted import convert_file
+
+    spec = get_model_spec(args.name)
+    path, digest = convert_file(spec, roots, args.source)
+    print(f"{spec.name}: converted {args.source} (sha256 {digest[:16]}…) to {path}")
     return 0
 
 
@@ -139,7 +222,7 @@ def few_shot(roots: Roots, args: argparse.Namespace) -> int:
     result = run_few_shot(
         roots,
         data_options(args),
-        ModelOptions(args.model, args.weights, args.model_seed, args.no_norm),
+        ModelOptions(args.model, args.weights, args.model_seed, args.no_norm, args.norm),
         FewShotOptions(
             n_way=args.n_way,
             n_support=args.n_support,

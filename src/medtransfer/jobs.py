@@ -58,6 +58,7 @@ class ModelOptions:
     weights: Path | None = None
     model_seed: int = 0
     no_norm: bool = False
+    norm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def prepare_features(
         seed=model.model_seed,
         no_norm=model.no_norm,
         progress=run.progress,
+        norm=model.norm,
     )
     timings["model_load_s"] = time.perf_counter() - start
     device = resolve_device(run.device)
@@ -191,6 +193,7 @@ def run_few_shot(
         "pixels": job.features.pixels,
         "normalization": job.backbone.normalization,
         "no_norm": model.no_norm,
+        "norm": model.norm or "default",
         "weights": str(model.weights) if model.weights else None,
         "model_seed": model.model_seed,
         **job.manifest.params,

@@ -40,7 +40,7 @@ HEAD_PREFIX: dict[str, str] = {
     "tf_efficientnet_lite0": "classifier.",
 }
 # Normalisations that --no-norm turns into the identity; ``histogram`` is kept (spec §2.2).
-NO_NORM_DISABLES = frozenset({"imagenet", "half"})
+NO_NORM_DISABLES = frozenset({"imagenet", "half", "cxr"})
 EFFICIENTNET_LITE0_TENSORS = 247  # without num_batches_tracked
 
 _SHOW = 10  # keys listed per kind in a mismatch error
@@ -348,6 +348,37 @@ def _torch_hub_copy(spec: ModelSpec) -> tuple[Path, str] | None:
     return candidate, digest
 
 
+def download_weights(spec: ModelSpec, roots: Roots, progress: bool = True) -> tuple[Path, str]:
+    """The weights file of a ``torchvision``/``converted`` model, fetched (and converted) once.
+
+    Returns (the file the backbone loads, the sha256 recorded for it).
+    """
+    if spec.source == "converted":
+        from medtransfer.models.converted import ensure_converted
+
+        return ensure_converted(spec, roots, progress=progress)
+    return _download_weights(spec, roots, progress)
+
+
+def weights_status(spec: ModelSpec, roots: Roots) -> str:
+    """A short word on where a model's weights stand: for `models list`."""
+    if spec.source == "random":
+        return "random init"
+    if spec.source == "package":
+        return "in package"
+    if spec.source == "converted":
+        from medtransfer.models.converted import converted_provenance, upstream_path
+
+        if converted_provenance(roots, spec) is not None:
+            return "cached"
+        if upstream_path(roots, spec).is_file():
+            return "downloaded"
+        return "by hand" if spec.manual else "not cached"
+    assert spec.filename is not None
+    cached = (roots.cache / "weights" / spec.filename).is_file()
+    return "cached" if cached or _torch_hub_copy(spec) is not None else "not cached"
+
+
 def _download_weights(spec: ModelSpec, roots: Roots, progress: bool) -> tuple[Path, str]:
     if spec.url is None or spec.filename is None:
         raise ModelError(f"The catalog entry {spec.name} has no weights URL.")
@@ -368,6 +399,7 @@ def load_backbone(
     seed: int = 0,
     no_norm: bool = False,
     progress: bool = True,
+    norm: str | None = None,
 ) -> Backbone:
     """Build the catalog model ``name`` with its weights, in ``eval()`` mode.
 
@@ -381,6 +413,9 @@ def load_backbone(
         no_norm: the original's ``--no-norm``: ``imagenet``/``half`` become the identity,
             ``histogram`` stays.
         progress: show a download progress bar.
+        norm: override the input normalisation: a kind (``imagenet``, ``half``, ``cxr``,
+            ``histogram``, ``none``), or ``study`` for what the original study fed this model
+            where that differs from what the weights expect (MoCo-CXR: ImageNet statistics).
     """
     spec = name if isinstance(name, ModelSpec) else get_model_spec(name)
 
@@ -397,6 +432,10 @@ def load_backbone(
         weights_path, digest = _download_weights(spec, roots, progress)
         state = read_state_dict(weights_path)
         what = f"{weights_path} ({spec.name})"
+    elif spec.source == "converted":
+        weights_path, digest = download_weights(spec, roots, progress)
+        state = read_state_dict(weights_path)
+        what = f"{weights_path} ({spec.name}, converted by {spec.converter})"
     elif spec.source == "package" and spec.arch == "tf_efficientnet_lite0":
         weights_path, digest = _verified_package_file(spec)
         state = efficientnet_lite0_state_dict(weights_path)
@@ -412,6 +451,10 @@ def load_backbone(
         load_strict(trunk, prepare_state_dict(state, spec.arch), what=what)
 
     normalization = spec.normalization
+    if norm == "study":
+        normalization = spec.study_normalization or spec.normalization
+    elif norm not in (None, "default"):
+        normalization = norm
     if no_norm and normalization in NO_NORM_DISABLES:
         normalization = "none"
     backbone = Backbone(

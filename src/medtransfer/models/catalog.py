@@ -8,6 +8,10 @@ input normalisation it expects, and where its weights come from:
 * ``source='torchvision'``: a torchvision-format state dict downloaded from ``url`` into the
   cache as ``filename``; its sha256 starts with ``sha256_prefix``.
 * ``source='package'``: weights shipped inside an installed Python package.
+* ``source='converted'``: the authors' own file (``url``; or one the user brings with
+  ``models convert NAME --from FILE`` where the host needs a login), turned into a
+  torchvision state dict by the converter named in ``converter`` (``models/convert/``),
+  once; the result is cached.
 
 The study's self-supervised models (``simclr-v1``, ``moco-v2``, ``swav``, ``byol``, ``pirl``,
 ``mimic-chexpert_*``, ``mimic-cxr_*``) need a conversion step and are added as a further
@@ -28,7 +32,7 @@ ARCH_FEATURE_DIM: dict[str, int] = {
     "densenet121": 1024,
     "tf_efficientnet_lite0": 1280,
 }
-SOURCES: tuple[str, ...] = ("random", "torchvision", "package")
+SOURCES: tuple[str, ...] = ("random", "torchvision", "package", "converted")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class ModelSpec:
         pretraining_data: what they were trained on.
         licence: the weights' licence.
         description: one line for listings.
+        converter: for ``source='converted'``, the converter's name in
+            :data:`medtransfer.models.convert.CONVERTERS`.
+        manual: for ``source='converted'``, why the file must be fetched by hand (empty when
+            ``url`` downloads without a login).
+        study_normalization: the normalisation the original study fed this model when it
+            differs from ``normalization`` (what the weights expect); ``--norm study`` uses it.
     """
 
     name: str
@@ -64,6 +74,9 @@ class ModelSpec:
     pretraining_data: str
     licence: str
     description: str
+    converter: str | None = None
+    manual: str = ""
+    study_normalization: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -147,8 +160,147 @@ _PACKAGED: tuple[ModelSpec, ...] = (
     ),
 )
 
-# The study's self-supervised models are added here by the issue that brings their converters.
-_SSL: tuple[ModelSpec, ...] = ()
+
+def _converted(
+    name: str,
+    arch: str,
+    *,
+    url: str,
+    converter: str,
+    method: str,
+    data: str,
+    licence: str,
+    description: str,
+    normalization: str = "imagenet",
+    aliases: tuple[str, ...] = (),
+    manual: str = "",
+    study_normalization: str | None = None,
+    filename: str | None = None,
+) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        aliases=aliases,
+        arch=arch,
+        feature_dim=ARCH_FEATURE_DIM[arch],
+        normalization=normalization,
+        source="converted",
+        url=url,
+        filename=filename or url.rsplit("/", 1)[1],
+        sha256_prefix=None,
+        method=method,
+        pretraining_data=data,
+        licence=licence,
+        description=description,
+        converter=converter,
+        manual=manual,
+        study_normalization=study_normalization,
+    )
+
+
+_FAIR = "https://dl.fbaipublicfiles.com"
+_COVID = f"{_FAIR}/CovidPrognosis/pretrained_models"
+_CC_BY_NC = "CC-BY-NC 4.0"
+
+# The study's self-supervised models (spec/datasets-and-models.md §5.2).
+_SSL: tuple[ModelSpec, ...] = (
+    _converted(
+        "simclr-v1",
+        "resnet50",
+        url="https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip",
+        converter="simclr_tf",
+        method="SimCLR v1 (contrastive SSL)",
+        data="ImageNet-1k (no labels)",
+        licence="Apache-2.0",
+        description="ResNet-50, SimCLR v1 1x (TensorFlow checkpoint, converted)",
+        normalization="none",
+        aliases=("simclr", "simclr_v1"),
+        manual="the Google Cloud bucket needs a Google login: download ResNet50_1x.zip in a "
+        "browser, then run `medtransfer models convert simclr-v1 --from ResNet50_1x.zip`",
+    ),
+    _converted(
+        "moco-v2",
+        "resnet50",
+        url=f"{_FAIR}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+        converter="moco",
+        method="MoCo v2 (contrastive SSL), 800 epochs",
+        data="ImageNet-1k (no labels)",
+        licence=_CC_BY_NC,
+        description="ResNet-50, MoCo v2 800 epochs (query encoder)",
+        aliases=("moco", "moco_v2", "mocov2"),
+    ),
+    _converted(
+        "swav",
+        "resnet50",
+        url=f"{_FAIR}/deepcluster/swav_800ep_pretrain.pth.tar",
+        converter="swav",
+        method="SwAV (clustering SSL), 800 epochs",
+        data="ImageNet-1k (no labels)",
+        licence=_CC_BY_NC,
+        description="ResNet-50, SwAV 800 epochs (projection head and prototypes dropped)",
+    ),
+    _converted(
+        "byol",
+        "resnet50",
+        url="https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
+        converter="byol_haiku",
+        method="BYOL (bootstrap SSL)",
+        data="ImageNet-1k (no labels)",
+        licence="Apache-2.0",
+        description="ResNet-50, BYOL 1x (haiku pickle, read without jax/haiku)",
+    ),
+    _converted(
+        "pirl",
+        "resnet50",
+        # dl=1 makes Dropbox serve the file instead of its web page
+        url="https://www.dropbox.com/sh/87d24jqsl6ra7t2/AADN4jKnvTI0U5oT6hTmQZz8a/PIRL.pth?dl=1",
+        filename="PIRL.pth",
+        converter="pirl",
+        method="PIRL (pretext-invariant SSL, PyContrast)",
+        data="ImageNet-1k (no labels)",
+        licence="BSD-2-Clause (PyContrast)",
+        description="ResNet-50, PIRL from PyContrast (jigsaw heads dropped)",
+    ),
+    *(
+        _converted(
+            f"mimic-chexpert_lr_{lr}",
+            "densenet121",
+            url=f"{_COVID}/mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt",
+            converter="lightning_moco",
+            method=f"MoCo (CovidPrognosis), lr {lr}",
+            data="MIMIC-CXR + CheXpert (no labels)",
+            licence=_CC_BY_NC,
+            description=f"DenseNet-121, MoCo on MIMIC-CXR + CheXpert, lr {lr} (in-domain)",
+            normalization="histogram",
+        )
+        for lr in ("0.01", "0.1", "1.0")
+    ),
+    _converted(
+        "moco-cxr_r18",
+        "resnet18",
+        url="https://storage.googleapis.com/moco-cxr/r8w-00001.pth.tar",
+        converter="moco",
+        method="MoCo-CXR (MoCo v2 on chest X-rays), lr 1e-4",
+        data="CheXpert (no labels)",
+        licence="see stanfordmlgroup/MoCo-CXR",
+        description="ResNet-18, MoCo-CXR lr 1e-4 (in-domain)",
+        normalization="cxr",
+        study_normalization="imagenet",
+        aliases=("mimic-cxr_r18_lr_1e-4", "mococxr_r18"),
+    ),
+    _converted(
+        "moco-cxr_d121",
+        "densenet121",
+        url="https://storage.googleapis.com/moco-cxr/d1w-00001.pth.tar",
+        converter="moco",
+        method="MoCo-CXR (MoCo v2 on chest X-rays), lr 1e-4",
+        data="CheXpert (no labels)",
+        licence="see stanfordmlgroup/MoCo-CXR",
+        description="DenseNet-121, MoCo-CXR lr 1e-4 (in-domain)",
+        normalization="cxr",
+        study_normalization="imagenet",
+        aliases=("mimic-cxr_d121_lr_1e-4", "mococxr_d121"),
+    ),
+)
 
 CATALOG: tuple[ModelSpec, ...] = _RANDOM + _SUPERVISED + _PACKAGED + _SSL
 
@@ -163,8 +315,10 @@ def _check(catalog: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:
             raise AssertionError(f"{spec.name}: feature_dim does not fit {spec.arch}")
         if spec.normalization not in NORMALIZATIONS or spec.source not in SOURCES:
             raise AssertionError(f"{spec.name}: bad normalization or source")
-        if spec.source == "torchvision" and not (spec.url and spec.filename):
-            raise AssertionError(f"{spec.name}: a torchvision model needs url and filename")
+        if spec.source in ("torchvision", "converted") and not (spec.url and spec.filename):
+            raise AssertionError(f"{spec.name}: a downloaded model needs url and filename")
+        if (spec.source == "converted") != (spec.converter is not None):
+            raise AssertionError(f"{spec.name}: converted models (only) name a converter")
         for key in spec.names:
             if key.lower() in index:
                 raise AssertionError(f"duplicate model name {key}")

@@ -8,6 +8,7 @@ kind           output
 =============  ==============================================================================
 ``imagenet``   ``(x - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)`` per channel
 ``half``       ``(x - 0.5) / 0.5``, i.e. [-1, 1] (EfficientNet-Lite and other TF models)
+``cxr``        ``(x - 0.5020) / 0.085585`` on every channel (MoCo-CXR's chest X-ray statistics)
 ``histogram``  per-image histogram equalisation to [0, 255] (the original's HistogramNormalize)
 ``none``       ``x`` unchanged
 =============  ==============================================================================
@@ -24,8 +25,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
+# MoCo-CXR (stanfordmlgroup/MoCo-CXR) pretrained with these statistics on all 3 channels.
+CXR_MEAN = (0.5020, 0.5020, 0.5020)
+CXR_STD = (0.085585, 0.085585, 0.085585)
 
-NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half", "histogram", "none")
+NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half", "cxr", "histogram", "none")
 
 HISTOGRAM_BINS = 256
 
@@ -111,6 +115,8 @@ def make_normalization(kind: str) -> nn.Module:
         return Standardize(IMAGENET_MEAN, IMAGENET_STD)
     if key == "half":
         return Standardize(HALF_MEAN, HALF_STD)
+    if key == "cxr":
+        return Standardize(CXR_MEAN, CXR_STD)
     if key == "histogram":
         return HistogramNormalize()
     if key == "none":
