@@ -30,6 +30,7 @@ from medtransfer.download import fetch, recorded_sha256
 from medtransfer.errors import ModelError
 from medtransfer.fsutil import sha256_file
 from medtransfer.models.catalog import ARCH_FEATURE_DIM, ModelSpec, get_model_spec
+from medtransfer.models.external import build_external, is_external
 from medtransfer.models.normalization import make_normalization
 
 # The classifier head of each architecture, dropped from every state dict before loading.
@@ -417,6 +418,12 @@ def load_backbone(
             ``histogram``, ``none``), or ``study`` for what the original study fed this model
             where that differs from what the weights expect (MoCo-CXR: ImageNet statistics).
     """
+    if is_external(name):
+        assert isinstance(name, str)
+        spec, trunk, digest, weights_path = build_external(
+            name, roots, weights=weights, seed=seed, progress=progress
+        )
+        return _assemble(spec, trunk, digest, weights_path, no_norm=no_norm, norm=norm)
     spec = name if isinstance(name, ModelSpec) else get_model_spec(name)
 
     # Find and read the weights first, so a missing file fails before any model is built.
@@ -450,12 +457,25 @@ def load_backbone(
     else:
         load_strict(trunk, prepare_state_dict(state, spec.arch), what=what)
 
+    return _assemble(spec, trunk, digest, weights_path, no_norm=no_norm, norm=norm)
+
+
+def _assemble(
+    spec: ModelSpec,
+    trunk: nn.Module,
+    digest: str,
+    weights_path: Path | None,
+    *,
+    no_norm: bool,
+    norm: str | None,
+) -> Backbone:
+    """Seal the chosen input normalisation in front of ``trunk``; eval mode."""
     normalization = spec.normalization
     if norm == "study":
         normalization = spec.study_normalization or spec.normalization
     elif norm not in (None, "default"):
         normalization = norm
-    if no_norm and normalization in NO_NORM_DISABLES:
+    if no_norm and (normalization in NO_NORM_DISABLES or normalization.startswith("standardize:")):
         normalization = "none"
     backbone = Backbone(
         spec, trunk, weights_sha256=digest, normalization=normalization, weights_path=weights_path

@@ -340,8 +340,8 @@ def get_model_spec(name: str) -> ModelSpec:
     if spec is None:
         known = ", ".join(spec.name for spec in CATALOG)
         raise ModelError(
-            f"Unknown model {name!r}. Use one of: {known} (names are case-insensitive). For "
-            "your own weights, pick the model with the same architecture and pass the file "
-            "with --weights."
+            f"Unknown model {name!r}. Use one of: {known} (names are case-insensitive), or "
+            "timm:NAME / torchvision:NAME for other architectures. For your own weights, pick "
+            "the model with the same architecture and pass the file with --weights."
         )
     return spec

@@ -11,6 +11,8 @@ kind           output
 ``cxr``        ``(x - 0.5020) / 0.085585`` on every channel (MoCo-CXR's chest X-ray statistics)
 ``histogram``  per-image histogram equalisation to [0, 255] (the original's HistogramNormalize)
 ``none``       ``x`` unchanged
+``standardize:m1,m2,m3/s1,s2,s3``  per-channel mean/std of the weights' own metadata (timm,
+               torchvision models named by the user)
 =============  ==============================================================================
 """
 
@@ -108,9 +110,32 @@ class HistogramNormalize(nn.Module):
         return f"bins={self.bins}"
 
 
+def standardize_kind(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """The kind string of a per-channel ``(x - mean) / std`` with these statistics."""
+    numbers = ",".join(f"{v:g}" for v in mean) + "/" + ",".join(f"{v:g}" for v in std)
+    return f"standardize:{numbers}"
+
+
+def _parse_standardize(kind: str) -> nn.Module:
+    try:
+        mean_text, std_text = kind.split(":", 1)[1].split("/")
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        raise ModelError(
+            f"Bad normalisation {kind!r}; expected standardize:m1,m2,m3/s1,s2,s3."
+        ) from None
+    if len(mean) != len(std) or not all(s > 0 for s in std):
+        raise ModelError(f"Bad normalisation {kind!r}: mean and std must pair up, std > 0.")
+    return Standardize(mean, std)
+
+
 def make_normalization(kind: str) -> nn.Module:
-    """The normalisation module for ``kind`` (one of :data:`NORMALIZATIONS`)."""
+    """The normalisation module for ``kind`` (one of :data:`NORMALIZATIONS`, or
+    ``standardize:...`` from :func:`standardize_kind`)."""
     key = kind.strip().lower() if isinstance(kind, str) else kind
+    if isinstance(key, str) and key.startswith("standardize:"):
+        return _parse_standardize(key)
     if key == "imagenet":
         return Standardize(IMAGENET_MEAN, IMAGENET_STD)
     if key == "half":
