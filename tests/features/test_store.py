@@ -134,3 +134,15 @@ def test_decoding_workers_give_the_same_features_and_clean_errors(manifest, tmp_
         _get(CountingNet(), manifest, tmp_path / "c", workers=2)
     message = str(caught.value)
     assert victim.name in message and "Traceback" not in message
+
+
+def test_split_and_label_policies_share_one_extraction(tmp_path: Path) -> None:
+    synthesize("montgomerycxr", tmp_path, SynthOptions(per_class=5, size=24))
+    resolved = resolve_dataset("montgomerycxr", tmp_path)
+    patient = build_manifest(resolved)
+    original = build_manifest(resolved, split_policy="original", val_fraction=0.0)
+    assert patient.hash != original.hash
+    net = CountingNet()
+    first = _get(net, patient, tmp_path / "store")
+    second = _get(net, original, tmp_path / "store")
+    assert first.computed and not second.computed and net.seen == 10

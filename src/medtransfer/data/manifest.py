@@ -67,6 +67,11 @@ class Manifest:
         return len(self.table)
 
     @property
+    def rows_hash(self) -> str:
+        """sha256 of the dataset name and the items in row order (not labels or splits)."""
+        return sha256_json({"dataset": self.dataset, "items": self.table["path"].tolist()})
+
+    @property
     def labels(self) -> np.ndarray:
         """Class index per row, shape (N,), int64."""
         return self.table["label"].to_numpy(dtype=np.int64)

@@ -6,8 +6,10 @@ Features live in ``<cache>/features/<model>/<dataset>/<key16>/``:
 ``rows.csv``      the manifest rows the features belong to, in the same order
 ``meta.json``     the key's ingredients, shapes, timings
 
-The key is a hash of (weights sha256, input normalisation, architecture, manifest hash,
-the image files' sizes and modification times, preprocessing). A store folder appears
+The key is a hash of (weights sha256, input normalisation, architecture, the manifest's
+items in order (not its labels or splits, so every split and label policy of a dataset
+shares one extraction), the image files' sizes and modification times, where the pixels
+come from, preprocessing). A store folder appears
 only once complete (it is built under a temporary name and renamed), so an interrupted
 extraction never reads as finished. Work is saved in shards under ``<key16>.partial/``
 as it goes, and a re-run resumes from the last finished shard.
@@ -73,7 +75,7 @@ def feature_key(
             "weights_sha256": weights_sha256,
             "normalization": normalization,
             "arch": arch,
-            "manifest": manifest.hash,
+            "rows": manifest.rows_hash,
             "files": pixels.fingerprint,
             "pixels": pixels.describe,
             "preprocessing": preprocessing.describe(),
