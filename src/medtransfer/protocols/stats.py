@@ -1,0 +1,69 @@
+"""Honest statistics: bootstrap intervals of test metrics, and spread over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its percentile bootstrap interval [low, high]."""
+
+    value: float
+    low: float
+    high: float
+
+
+def bootstrap_interval(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap interval of ``metric(y_true, y_score)`` over test rows.
+
+    ``y_true``: (M,); ``y_score``: (M,) predictions or (M,) / (M, K) scores, whatever
+    ``metric`` takes. Resamples rows with replacement ``n_resamples`` times with a seeded
+    generator; resamples on which the metric is undefined (e.g. AUC with one class) are
+    skipped.
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        rows = rng.integers(0, len(y_true), size=len(y_true))
+        try:
+            values.append(metric(y_true[rows], y_score[rows]))
+        except Exception:
+            continue
+    point = metric(y_true, y_score)
+    if not values:
+        return Interval(point, float("nan"), float("nan"))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(point, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation, min and max of one metric over repeated seeds."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Summary of a metric over seeds (std with ddof=1; 0 for a single seed)."""
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return Spread(float(array.mean()), std, float(array.min()), float(array.max()), len(array))
