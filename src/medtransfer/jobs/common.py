@@ -1,8 +1,4 @@
-"""Jobs: the wiring from names to a finished record (manifest, backbone, store, protocol).
-
-The command line, the demo and the benchmarks call these; the protocols themselves stay
-pure functions over arrays.
-"""
+"""What every job shares: data, model and run options, features, and writing records."""
 
 from __future__ import annotations
 
@@ -19,12 +15,6 @@ from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.features.store import FeatureSet, get_features
 from medtransfer.models.backbone import Backbone, load_backbone
-from medtransfer.protocols.fewshot import (
-    FewShotSummary,
-    episode_accuracies,
-    sample_episodes,
-    summarize,
-)
 from medtransfer.results.records import Record, environment_info, write_record
 
 
@@ -70,20 +60,6 @@ class RunOptions:
     batch_size: int = 64
     progress: bool = True
     use_prepared: bool = True
-
-
-@dataclass(frozen=True)
-class FewShotOptions:
-    """The original's few-shot flags (spec/evaluations.md §1.1) plus the episode pool."""
-
-    n_way: int = 5
-    n_support: int = 5
-    n_query: int = 15
-    iter_num: int = 600
-    image_size: int = 224
-    resize: str | None = None  # None: the original's geometry for the dataset
-    pool: str = "all"
-    seed: int = 0
 
 
 @dataclass
@@ -146,50 +122,10 @@ def prepare_features(
     return FeatureJob(manifest, backbone, preprocessing, features, device, timings)
 
 
-@dataclass(frozen=True)
-class FewShotResult:
-    """A finished few-shot run."""
-
-    summary: FewShotSummary
-    record_path: Path
-    record: dict[str, Any]
-    extracted: bool
-
-
-def run_few_shot(
-    roots: Roots,
-    data: DataOptions,
-    model: ModelOptions,
-    options: FewShotOptions,
-    run: RunOptions,
-) -> FewShotResult:
-    """Prototypical-network few-shot evaluation; writes and returns its record."""
-    resolved = resolve_dataset(data.dataset, roots.data, roots.cache)
-    resize = options.resize or resolved.spec.few_shot_resize
-    preprocessing = Preprocessing(image_size=options.image_size, resize=resize)
-    job = prepare_features(roots, data, model, preprocessing, run)
-    start = time.perf_counter()
-    rows = job.manifest.select(options.pool)
-    labels = job.features.labels[rows]
-    episodes = sample_episodes(
-        labels,
-        n_way=options.n_way,
-        n_support=options.n_support,
-        n_query=options.n_query,
-        n_episodes=options.iter_num,
-        seed=options.seed,
-        class_names=job.manifest.class_names,
-    )
-    accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
-    summary = summarize(accuracies)
-    job.timings["episodes_s"] = time.perf_counter() - start
-    params: dict[str, Any] = {
-        "n_way": options.n_way,
-        "n_support": options.n_support,
-        "n_query": options.n_query,
-        "iter_num": options.iter_num,
-        "pool": options.pool,
-        "preprocessing": preprocessing.describe(),
+def feature_params(job: FeatureJob, model: ModelOptions) -> dict[str, Any]:
+    """The parameters every feature-based record carries (preprocessing, weights, policies)."""
+    return {
+        "preprocessing": job.preprocessing.describe(),
         "pixels": job.features.pixels,
         "normalization": job.backbone.normalization,
         "no_norm": model.no_norm,
@@ -198,18 +134,27 @@ def run_few_shot(
         "model_seed": model.model_seed,
         **job.manifest.params,
     }
+
+
+def write_job_record(
+    roots: Roots,
+    job: FeatureJob,
+    *,
+    protocol: str,
+    params: dict[str, Any],
+    seed: int,
+    metrics: dict[str, Any],
+    extra: dict[str, Any],
+    result_lines: list[str],
+) -> tuple[Path, dict[str, Any]]:
+    """Write the record and log of a finished job; returns (record path, record)."""
     record = Record(
-        protocol="few-shot",
+        protocol=protocol,
         model=job.backbone.spec.name,
         dataset=job.manifest.dataset,
         params=params,
-        seed=options.seed,
-        metrics={
-            "accuracy": summary.accuracy,
-            "accuracy_ci95": summary.ci95,
-            "accuracy_std": summary.std,
-            "episodes": summary.episodes,
-        },
+        seed=seed,
+        metrics=metrics,
         weights_sha256=job.backbone.weights_sha256,
         manifest_hash=job.manifest.hash,
         timings=job.timings,
@@ -218,15 +163,14 @@ def run_few_shot(
             "feature_key": job.features.key,
             "features_extracted": job.features.computed,
             "class_names": list(job.manifest.class_names),
+            **extra,
         },
     )
+    source = "extracted" if job.features.computed else "read from the store"
     log = [
         f"INFO:root:Namespace({', '.join(f'{k}={v!r}' for k, v in sorted(params.items()))})",
-        f"INFO:root:dataset={record.dataset} model={record.model} "
-        f"rows={len(rows)} classes={len(set(labels.tolist()))}",
-        f"INFO:root:features {'extracted' if job.features.computed else 'read from the store'} "
-        f"({job.features.path})",
-        f"INFO:root:{summary.line()}",
+        f"INFO:root:dataset={record.dataset} model={record.model} rows={len(job.manifest)}",
+        f"INFO:root:features {source} ({job.features.path})",
+        *(f"INFO:root:{line}" for line in result_lines),
     ]
-    path = write_record(roots.results, record, log)
-    return FewShotResult(summary, path, record.to_json(), job.features.computed)
+    return write_record(roots.results, record, log), record.to_json()
