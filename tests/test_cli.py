@@ -172,3 +172,25 @@ def test_datasets_check_finds_duplicated_image_content(data_root: Path, capsys) 
     assert main(["--data-root", str(data_root), "datasets", "check", "-d", "montgomery"]) == 1
     out = capsys.readouterr().out
     assert "duplicate" in out and files[5].name in out and files[2].name in out
+
+
+def test_knn_end_to_end_reuses_few_shot_features(data_root: Path, capsys) -> None:
+    base = ["--data-root", str(data_root)]
+    common = ["-d", "montgomerycxr", "-m", "random_r18", "-i", "32", "--no-progress"]
+    assert main([*base, "knn", *common, "--k", "1,5", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "k=1: accuracy" in out and "k=5: accuracy" in out and "95% CI" in out
+    record = json.loads(_record_path(out).read_text())
+    assert record["protocol"] == "knn" and record["params"]["ks"] == [1, 5]
+    low, high = record["metrics"]["k5_accuracy_ci"]
+    assert low <= record["metrics"]["k5_accuracy"] <= high
+    assert "k5_auc" in record["metrics"] and "k5_balanced_accuracy" in record["metrics"]
+    assert main([*base, "knn", *common, "--k", "3", "--bootstrap", "10"]) == 0
+    again = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert again["features_extracted"] is False
+
+
+def test_knn_bad_k_names_the_flag(data_root: Path, capsys) -> None:
+    args = ["--data-root", str(data_root), "knn", "-d", "montgomerycxr", "-m", "random_r18"]
+    assert main([*args, "--k", "five"]) == 2
+    assert "--k" in capsys.readouterr().err

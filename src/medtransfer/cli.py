@@ -243,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute(few_shot)
     _add_roots(few_shot, top_level=False)
 
+    knn = commands.add_parser(
+        "knn",
+        help="k-nearest-neighbour classification over cached features",
+        description="Cosine-similarity kNN with temperature-weighted votes (as modern SSL "
+        "benchmarks report it): train and val rows vote, test rows are scored with the "
+        "dataset's metric and a bootstrap 95%% interval, for several k in one pass.",
+    )
+    _add_data(knn)
+    _add_model(knn)
+    knn.add_argument(
+        "--k",
+        default="10,20,100,200",
+        help="neighbour counts, comma-separated (default: %(default)s)",
+    )
+    knn.add_argument("--temperature", type=float, default=0.07, help="vote temperature")
+    knn.add_argument("-i", "--image-size", type=int, default=224, help="crop size")
+    knn.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    knn.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_compute(knn)
+    _add_roots(knn, top_level=False)
+
     demo = commands.add_parser(
         "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
     )
@@ -290,6 +311,12 @@ def _cmd_few_shot(args: argparse.Namespace) -> int:
     return few_shot(_roots(args), args)
 
 
+def _cmd_knn(args: argparse.Namespace) -> int:
+    from medtransfer.commands import knn
+
+    return knn(_roots(args), args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medtransfer.demo import run_demo
 
@@ -300,6 +327,7 @@ HANDLERS = {
     "datasets": _cmd_datasets,
     "models": _cmd_models,
     "few-shot": _cmd_few_shot,
+    "knn": _cmd_knn,
     "demo": _cmd_demo,
 }
 

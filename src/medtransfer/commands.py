@@ -9,7 +9,7 @@ from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
-    from medtransfer.jobs import DataOptions
+    from medtransfer.jobs import DataOptions, ModelOptions, RunOptions
 
 
 def datasets_list(roots: Roots) -> int:
@@ -216,13 +216,68 @@ def models_convert(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The model flags of a command."""
+    from medtransfer.jobs import ModelOptions
+
+    return ModelOptions(args.model, args.weights, args.model_seed, args.no_norm, args.norm)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The compute flags of a command."""
+    from medtransfer.jobs import RunOptions
+
+    return RunOptions(
+        args.device,
+        args.workers,
+        args.batch_size,
+        progress=not args.no_progress,
+        use_prepared=not args.no_prepared,
+    )
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """``"10,20"`` -> ``[10, 20]``; a clear error naming the flag otherwise."""
+    from medtransfer.errors import ConfigError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+    if not values:
+        raise ConfigError(f"{flag} needs at least one value.")
+    return values
+
+
+def knn(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs.knn import KnnOptions, run_knn
+
+    result = run_knn(
+        roots,
+        data_options(args),
+        model_options(args),
+        KnnOptions(
+            ks=int_list(args.k, "--k"),
+            temperature=args.temperature,
+            image_size=args.image_size,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        ),
+        run_options(args),
+    )
+    for line in result.lines:
+        print(line)
+    print(f"record: {result.record_path}")
+    return 0
+
+
 def few_shot(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs import FewShotOptions, ModelOptions, RunOptions, run_few_shot
+    from medtransfer.jobs import FewShotOptions, run_few_shot
 
     result = run_few_shot(
         roots,
         data_options(args),
-        ModelOptions(args.model, args.weights, args.model_seed, args.no_norm, args.norm),
+        model_options(args),
         FewShotOptions(
             n_way=args.n_way,
             n_support=args.n_support,
@@ -233,13 +288,7 @@ def few_shot(roots: Roots, args: argparse.Namespace) -> int:
             pool=args.pool,
             seed=args.seed,
         ),
-        RunOptions(
-            args.device,
-            args.workers,
-            args.batch_size,
-            progress=not args.no_progress,
-            use_prepared=not args.no_prepared,
-        ),
+        run_options(args),
     )
     source = "extracted now" if result.extracted else "read from the feature store"
     print(f"features: {source}")

@@ -71,6 +71,7 @@ class FeatureJob:
     preprocessing: Preprocessing
     features: FeatureSet
     device: str
+    metric: str
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -119,7 +120,9 @@ def prepare_features(
         pixels=pixels,
     )
     timings["extraction_s"] = features.seconds
-    return FeatureJob(manifest, backbone, preprocessing, features, device, timings)
+    return FeatureJob(
+        manifest, backbone, preprocessing, features, device, resolved.spec.metric, timings
+    )
 
 
 def feature_params(job: FeatureJob, model: ModelOptions) -> dict[str, Any]:

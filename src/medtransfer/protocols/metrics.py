@@ -48,6 +48,11 @@ def binary_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
 METRICS = {ACCURACY: accuracy, MEAN_PER_CLASS_ACCURACY: mean_per_class_accuracy}
 
 
+def metric_key(name: str) -> str:
+    """The record key of a metric: ``mean per-class accuracy`` -> ``mean_per_class_accuracy``."""
+    return name.replace(" ", "_").replace("-", "_")
+
+
 def dataset_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """The metric a dataset's catalog entry names (``accuracy`` or ``mean per-class accuracy``)."""
     try:
