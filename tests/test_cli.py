@@ -194,3 +194,24 @@ def test_knn_bad_k_names_the_flag(data_root: Path, capsys) -> None:
     args = ["--data-root", str(data_root), "knn", "-d", "montgomerycxr", "-m", "random_r18"]
     assert main([*args, "--k", "five"]) == 2
     assert "--k" in capsys.readouterr().err
+
+
+def test_finetune_end_to_end_with_early_stopping_and_seeds(data_root: Path, capsys) -> None:
+    args = [
+        *("--data-root", str(data_root), "finetune", "-d", "montgomerycxr", "-m", "random_r18"),
+        *("--steps", "6", "--eval-every", "2", "--batch-size", "8", "-i", "32", "--no-progress"),
+        *("--early-stopping", "--seeds", "0,1", "--bootstrap", "20", "--device", "cpu"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: test accuracy" in out and "over 2 seeds" in out
+    record = json.loads(_record_path(out).read_text())
+    assert record["protocol"] == "finetune" and record["params"]["early_stopping"] is True
+    assert [s["seed"] for s in record["per_seed"]] == [0, 1]
+    assert all(s["tested"] == "best" for s in record["per_seed"])
+    assert record["metrics"]["accuracy_spread"]["n"] == 2
+    assert "auc" in record["metrics"]  # binary task: AUC from probabilities
+    assert main(args) == 0  # a re-run resumes from the finished checkpoints
+    again = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert [s["resumed_from"] for s in again["per_seed"]] == [6, 6]
+    assert again["metrics"]["accuracy"] == record["metrics"]["accuracy"]

@@ -264,6 +264,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute(knn)
     _add_roots(knn, top_level=False)
 
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune the whole network (the original's recipe, with its defects fixed)",
+        description="SGD with Nesterov momentum 0.9, cosine schedule over --steps, batch 64, "
+        "random resized crop and horizontal flip. With --early-stopping it trains on train, "
+        "validates every --eval-every steps on val with the dataset's metric, stops after "
+        "--patience checks without improvement and TESTS THE BEST WEIGHTS (the original tested "
+        "the last ones; --test-last reproduces that). Without it, it trains on train+val. "
+        "AUC comes from probabilities. Checkpoints let an interrupted run resume.",
+    )
+    _add_data(tune)
+    _add_model(tune)
+    tune.add_argument("--steps", type=int, default=5000, help="optimisation steps")
+    tune.add_argument("--eval-every", type=int, default=200, help="steps between val checks")
+    tune.add_argument("-p", "--patience", type=int, default=3, help="checks without improvement")
+    tune.add_argument("--lr", type=float, default=1e-2, help="learning rate")
+    tune.add_argument("--wd", type=float, default=1e-8, help="weight decay")
+    tune.add_argument("-e", "--early-stopping", action="store_true", help="see above")
+    tune.add_argument(
+        "-s", "--search", action="store_true", help="the original's lr/wd grid search on val"
+    )
+    tune.add_argument("-g", "--grid-size", type=int, default=2, help="points per grid axis")
+    tune.add_argument("--no-da", action="store_true", help="no training augmentation")
+    tune.add_argument("-i", "--image-size", type=int, default=224, help="crop size")
+    tune.add_argument("--seeds", default="0", help="comma-separated seeds; mean and spread")
+    tune.add_argument(
+        "--metric",
+        choices=("dataset", "auc"),
+        default="dataset",
+        help="the dataset's metric, or auc (the original's finetune_auc.py, from probabilities)",
+    )
+    tune.add_argument(
+        "--test-last",
+        action="store_true",
+        help="test the last weights even with early stopping (the original's behaviour)",
+    )
+    tune.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    _add_compute(tune)
+    _add_roots(tune, top_level=False)
+
     demo = commands.add_parser(
         "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
     )
@@ -317,6 +357,12 @@ def _cmd_knn(args: argparse.Namespace) -> int:
     return knn(_roots(args), args)
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from medtransfer.commands import finetune
+
+    return finetune(_roots(args), args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medtransfer.demo import run_demo
 
@@ -328,6 +374,7 @@ HANDLERS = {
     "models": _cmd_models,
     "few-shot": _cmd_few_shot,
     "knn": _cmd_knn,
+    "finetune": _cmd_finetune,
     "demo": _cmd_demo,
 }
 

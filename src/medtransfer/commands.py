@@ -271,6 +271,38 @@ def knn(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def finetune(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs.finetune import FinetuneOptions, run_finetune
+
+    result = run_finetune(
+        roots,
+        data_options(args),
+        model_options(args),
+        FinetuneOptions(
+            steps=args.steps,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            wd=args.wd,
+            early_stopping=args.early_stopping,
+            search=args.search,
+            grid_size=args.grid_size,
+            augment=not args.no_da,
+            image_size=args.image_size,
+            seeds=int_list(args.seeds, "--seeds"),
+            metric=None if args.metric == "dataset" else args.metric,
+            restore_best=not args.test_last,
+            bootstrap=args.bootstrap,
+        ),
+        run_options(args),
+    )
+    for line in result.lines:
+        print(line)
+    print(f"record: {result.record_path}")
+    return 0
+
+
 def few_shot(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.jobs import FewShotOptions, run_few_shot
 

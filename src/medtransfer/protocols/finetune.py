@@ -183,6 +183,8 @@ class FinetuneResult:
     n_test: int
     state_dict: dict[str, Tensor] = field(repr=False)
     weights_path: Path | None = None
+    test_labels: np.ndarray | None = field(default=None, repr=False)
+    test_probs: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def value(self) -> float:
@@ -575,6 +577,8 @@ def finetune(
         n_test=len(data.test),
         state_dict=weights,
         weights_path=weights_path,
+        test_labels=labels,
+        test_probs=probs,
     )
 
 
