@@ -215,3 +215,31 @@ def test_finetune_end_to_end_with_early_stopping_and_seeds(data_root: Path, caps
     again = json.loads(_record_path(capsys.readouterr().out).read_text())
     assert [s["resumed_from"] for s in again["per_seed"]] == [6, 6]
     assert again["metrics"]["accuracy"] == record["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("solver", ["torch", "sklearn"])
+def test_linear_end_to_end(data_root: Path, capsys, solver: str) -> None:
+    args = [
+        *("--data-root", str(data_root), "linear", "-d", "montgomerycxr", "-m", "random_r18"),
+        *("-i", "32", "--no-progress", "--solver", solver, "--bootstrap", "20", "-w", "9"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Final accuracy for random_r18 on montgomerycxr" in out and "hyperparameter C" in out
+    record = json.loads(_record_path(out).read_text())
+    assert record["protocol"] == "linear" and record["params"]["solver"] == solver
+    assert len(record["val_curve"]) == 9 and record["chosen_C"] in [
+        c for c, _ in record["val_curve"]
+    ]
+    low, high = record["metrics"]["accuracy_ci"]
+    assert low <= record["metrics"]["accuracy"] <= high
+    assert "auc" in record["metrics"] and "balanced_accuracy" in record["metrics"]
+    log = _record_path(out).with_suffix(".log").read_text()
+    assert log.count("Accuracy on val set") == 9
+
+
+def test_linear_fixed_c_skips_validation(data_root: Path, capsys) -> None:
+    args = ["--data-root", str(data_root), "linear", "-d", "shenzhencxr", "-m", "random_r18"]
+    assert main([*args, "-i", "32", "--no-progress", "--C", "0.5", "--bootstrap", "10"]) == 0
+    record = json.loads(_record_path(capsys.readouterr().out).read_text())
+    assert record["chosen_C"] == 0.5 and record["val_curve"] == []

@@ -243,6 +243,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute(few_shot)
     _add_roots(few_shot, top_level=False)
 
+    linear = commands.add_parser(
+        "linear",
+        help="linear probe: logistic regression on cached features, C chosen on val",
+        description="The original's linear evaluation: L2 logistic regression for each C of "
+        "a 45-value grid (1e6 down to 1e-5) on the train split, scored on val with the "
+        "dataset's metric (ties go to the larger C), refit on train+val at the chosen C, "
+        "tested. A torch L-BFGS solver minimises scikit-learn's exact objective "
+        "(--solver sklearn runs scikit-learn itself).",
+    )
+    _add_data(linear)
+    _add_model(linear)
+    linear.add_argument("-c", "--C", type=float, help="fix C and skip the validation search")
+    linear.add_argument(
+        "-w", "--wd-values", type=int, default=45, help="grid points (the original's -w)"
+    )
+    linear.add_argument("--solver", choices=("torch", "sklearn"), default="torch")
+    linear.add_argument("-i", "--image-size", type=int, default=224, help="crop size")
+    linear.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    linear.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_compute(linear)
+    _add_roots(linear, top_level=False)
+
     knn = commands.add_parser(
         "knn",
         help="k-nearest-neighbour classification over cached features",
@@ -351,6 +373,12 @@ def _cmd_few_shot(args: argparse.Namespace) -> int:
     return few_shot(_roots(args), args)
 
 
+def _cmd_linear(args: argparse.Namespace) -> int:
+    from medtransfer.commands import linear
+
+    return linear(_roots(args), args)
+
+
 def _cmd_knn(args: argparse.Namespace) -> int:
     from medtransfer.commands import knn
 
@@ -373,6 +401,7 @@ HANDLERS = {
     "datasets": _cmd_datasets,
     "models": _cmd_models,
     "few-shot": _cmd_few_shot,
+    "linear": _cmd_linear,
     "knn": _cmd_knn,
     "finetune": _cmd_finetune,
     "demo": _cmd_demo,

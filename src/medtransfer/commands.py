@@ -249,6 +249,30 @@ def int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def linear(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs.linear import LinearOptions, run_linear
+
+    result = run_linear(
+        roots,
+        data_options(args),
+        model_options(args),
+        LinearOptions(
+            C=args.C,
+            grid_size=args.wd_values,
+            solver=args.solver,
+            image_size=args.image_size,
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+        ),
+        run_options(args),
+    )
+    source = "extracted now" if result.extracted else "read from the feature store"
+    print(f"features: {source}")
+    print(result.lines[-1])
+    print(f"record: {result.record_path}")
+    return 0
+
+
 def knn(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.jobs.knn import KnnOptions, run_knn
 
