@@ -1,0 +1,175 @@
+"""Linear-probe speed, part (c): the solver alone, on the same in-memory features.
+
+The original's procedure (spec/evaluations.md §2.3) with scikit-learn -- one
+``LogisticRegression(solver='lbfgs', warm_start=True, max_iter=100)`` refitted along the
+45-value C grid (1e6 -> 1e-5) on train, scored on val, then refitted on train+val at the
+chosen C -- against medtransfer's torch solver on the same objective:
+
+* ``torch (parity)``: the same procedure and budget (tol 1e-4, max_iter 100, refit from the
+  last grid point);
+* ``torch (default)``: the protocol's defaults (max_iter 1000 so every fit converges,
+  refit from the chosen C's solution).
+
+Features are a seeded Gaussian mixture shaped like pooled backbone features: a low-rank
+factor structure with decaying scales (ill-conditioned, like real features), an offset
+(so the intercept matters), isotropic noise, and class means in the factor space. The
+fit set is ``n_train`` x ``dim`` (3200 x 2048, 5 classes by default; ``--large``:
+100,000 x 2048); val and test have ``n_train / 4`` rows each. Prints each solver's wall
+time, the speed ratio, the chosen Cs and test accuracies.
+
+    python benchmarks/linear.py [--large] [--threads N] [--repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from medtransfer.protocols.linear import C_GRID, LinearResult, linear_evaluation
+
+
+def gaussian_mixture_features(
+    n: int,
+    dim: int = 2048,
+    n_classes: int = 5,
+    *,
+    seed: int = 0,
+    rank: int = 128,
+    separation: float = 0.3,
+    noise: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples: features (n, dim) float32 and balanced labels (n,) int64.
+
+    ``x = offset + (mu_y + z) * scales @ A + noise * e`` with ``A`` (rank, dim) fixed by
+    ``seed`` (factor scales decay as ``1/sqrt(j)``), ``z, e`` standard normal and class
+    means ``mu_y`` of norm ~``separation * sqrt(rank)`` in the factor space. Rows are
+    generated in chunks, so memory stays at the output's size.
+    """
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(rank, dim)) / np.sqrt(rank)
+    scales = 1.0 / np.sqrt(np.arange(1, rank + 1))
+    means = rng.normal(scale=separation, size=(n_classes, rank))
+    offset = np.abs(rng.normal(size=dim)) * 0.5
+    y = rng.permutation(np.arange(n) % n_classes)
+    X = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 8192):
+        rows = slice(start, min(start + 8192, n))
+        count = rows.stop - rows.start
+        latent = (means[y[rows]] + rng.normal(size=(count, rank))) * scales
+        X[rows] = latent @ loadings + offset + noise * rng.normal(size=(count, dim))
+    return X, y
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train (fit), val (selection) and test features with labels."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The six arrays in :func:`linear_evaluation`'s argument order."""
+        return self.X_train, self.y_train, self.X_val, self.y_val, self.X_test, self.y_test
+
+
+def make_split(n_train: int, dim: int, n_classes: int, seed: int = 0) -> Split:
+    """``n_train`` fit rows, ``n_train // 4`` val and test rows, one distribution."""
+    extra = n_train // 4
+    X, y = gaussian_mixture_features(n_train + 2 * extra, dim, n_classes, seed=seed)
+    cut = (n_train, n_train + extra)
+    return Split(X[: cut[0]], y[: cut[0]], X[cut[0] : cut[1]], y[cut[0] : cut[1]],
+                 X[cut[1] :], y[cut[1] :])  # fmt: skip
+
+
+SOLVERS: dict[str, dict[str, Any]] = {
+    "sklearn (original)": dict(solver="sklearn", max_iter=100, refit_init="last"),
+    "torch (parity)": dict(solver="torch", max_iter=100, refit_init="last"),
+    "torch (default)": dict(solver="torch"),
+}
+
+
+def solver_benchmark(
+    split: Split,
+    *,
+    repeats: int = 1,
+    threads: int | None = None,
+    solvers: Sequence[str] = tuple(SOLVERS),
+) -> dict[str, tuple[float, LinearResult]]:
+    """Run the linear protocol with each solver ``repeats`` times (interleaved, so machine
+    load hits all alike) under ``threads`` CPU threads for torch and BLAS (None: as set).
+    Returns ``{solver name: (best wall seconds, result)}``."""
+    best: dict[str, tuple[float, LinearResult]] = {}
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            for _ in range(repeats):
+                for name in solvers:
+                    start = time.perf_counter()
+                    result = linear_evaluation(*split.arrays(), Cs=C_GRID, **SOLVERS[name])
+                    seconds = time.perf_counter() - start
+                    if name not in best or seconds < best[name][0]:
+                        best[name] = (seconds, result)
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
+def report(best: dict[str, tuple[float, LinearResult]]) -> list[str]:
+    """One line per solver and the speed ratios against scikit-learn."""
+    lines = []
+    for name, (seconds, result) in best.items():
+        lines.append(
+            f"{name:19s} {seconds:8.2f} s   C = {result.chosen_C:<10.4g} "
+            f"test acc {result.metrics['accuracy']:6.2f}%   "
+            f"iterations {sum(result.n_iter):5d}   unconverged fits {result.unconverged}"
+        )
+    if "sklearn (original)" in best:
+        reference = best["sklearn (original)"][0]
+        for name, (seconds, _) in best.items():
+            if name != "sklearn (original)":
+                lines.append(f"speed-up of {name} over sklearn: {reference / seconds:.1f}x")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true", help="100,000 x 2048 fit set")
+    parser.add_argument("--n-train", type=int, default=None, help="fit rows (default 3200)")
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads, both solvers")
+    parser.add_argument("--repeats", type=int, default=1, help="best of R interleaved runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    n_train = args.n_train or (100_000 if args.large else 3200)
+
+    start = time.perf_counter()
+    split = make_split(n_train, args.dim, args.classes, seed=args.seed)
+    made = time.perf_counter() - start
+    best = solver_benchmark(split, repeats=args.repeats, threads=args.threads)
+    threads = args.threads or torch.get_num_threads()
+    print(f"machine: {platform.processor() or platform.machine()}, {threads} threads")
+    print(
+        f"data: fit {n_train} x {args.dim}, val {len(split.y_val)}, test {len(split.y_test)}, "
+        f"{args.classes} classes, float32 (generated in {made:.1f} s); grid of {len(C_GRID)} C"
+    )
+    for line in report(best):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
