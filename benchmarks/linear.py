@@ -1,4 +1,12 @@
-"""Linear-probe speed, part (c): the solver alone, on the same in-memory features.
+"""Linear-probe speed: (a) cold and (b) warm pipelines, (c) the solver alone.
+
+(a)/(b) The original's whole linear procedure on a synthetic Shenzhen-layout tree -- images
+decoded and pushed through the backbone TWICE (train/val, then trainval/test) without
+``torch.no_grad()``, then the scikit-learn grid below -- against ``medtransfer linear``'s
+job: (a) with an empty feature store (one extraction, torch solver), (b) with the features
+already cached (a new grid, seed or protocol on the same model and data).
+
+(c) The solver alone, on the same in-memory features:
 
 The original's procedure (spec/evaluations.md §2.3) with scikit-learn -- one
 ``LogisticRegression(solver='lbfgs', warm_start=True, max_iter=100)`` refitted along the
@@ -17,7 +25,7 @@ fit set is ``n_train`` x ``dim`` (3200 x 2048, 5 classes by default; ``--large``
 100,000 x 2048); val and test have ``n_train / 4`` rows each. Prints each solver's wall
 time, the speed ratio, the chosen Cs and test accuracies.
 
-    python benchmarks/linear.py [--large] [--threads N] [--repeats R]
+    python benchmarks/linear.py [--large] [--threads N] [--repeats R] [--skip-pipeline]
 """
 
 from __future__ import annotations
@@ -145,6 +153,76 @@ def report(best: dict[str, tuple[float, LinearResult]]) -> list[str]:
     return lines
 
 
+def naive_features(backbone: torch.nn.Module, paths: list, preprocessing: Any) -> np.ndarray:
+    """The original's extraction: eval mode, batches of 64, autograd left on (no no_grad)."""
+    from medtransfer.data.transforms import ImageFiles
+
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, preprocessing), batch_size=64)
+    backbone.eval()
+    return np.concatenate([backbone(batch).detach().numpy() for batch in loader])
+
+
+def pipeline_benchmark(per_class: int, image_size: int, model: str) -> list[str]:
+    """Parts (a) and (b): seconds of the original's procedure and of medtransfer's job."""
+    import tempfile
+    from pathlib import Path
+
+    from medtransfer.config import resolve_roots
+    from medtransfer.data.catalog import resolve_dataset
+    from medtransfer.data.manifest import build_manifest
+    from medtransfer.data.synthetic import SynthOptions, synthesize
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.jobs import DataOptions, ModelOptions, RunOptions
+    from medtransfer.jobs.linear import LinearOptions, run_linear
+    from medtransfer.models.backbone import load_backbone
+
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = resolve_roots(Path(tmp) / "data", Path(tmp) / "cache", Path(tmp) / "results")
+        synthesize("shenzhencxr", roots.data, SynthOptions(per_class=per_class, size=96))
+        preprocessing = Preprocessing(image_size=image_size, resize="shorter")
+
+        start = time.perf_counter()
+        manifest = build_manifest(resolve_dataset("shenzhencxr", roots.data))
+        backbone = load_backbone(model, roots, progress=False)
+        paths, labels = manifest.absolute_paths(), manifest.labels
+        parts = {s: manifest.select(s) for s in ("train", "val", "test")}
+        trainval = np.concatenate([parts["train"], parts["val"]])
+        first = naive_features(backbone, [paths[i] for i in trainval], preprocessing)
+        second = naive_features(
+            backbone, [paths[i] for i in np.concatenate([trainval, parts["test"]])], preprocessing
+        )
+        n_train = len(parts["train"])
+        original = linear_evaluation(
+            first[:n_train], labels[parts["train"]], first[n_train:], labels[parts["val"]],
+            second[len(trainval):], labels[parts["test"]], solver="sklearn",
+        )  # fmt: skip
+        original_s = time.perf_counter() - start
+
+        options = (
+            DataOptions("shenzhencxr"),
+            ModelOptions(model),
+            LinearOptions(image_size=image_size, bootstrap=0),
+            RunOptions(device="cpu", progress=False),
+        )
+        start = time.perf_counter()
+        cold = run_linear(roots, *options)
+        cold_s = time.perf_counter() - start
+        start = time.perf_counter()
+        warm = run_linear(roots, *options)
+        warm_s = time.perf_counter() - start
+    assert cold.extracted and not warm.extracted
+    return [
+        f"pipeline: {len(paths)} images at {image_size} px, {model}, 45-value grid",
+        f"original (2 extractions + sklearn)   {original_s:8.2f} s   C = "
+        f"{original.chosen_C:<10.4g} test acc {original.metrics['accuracy']:6.2f}%",
+        f"(a) medtransfer, empty store         {cold_s:8.2f} s   C = "
+        f"{cold.result.chosen_C:<10.4g} test acc {cold.result.metrics['accuracy']:6.2f}%   "
+        f"speed-up {original_s / cold_s:.1f}x",
+        f"(b) medtransfer, features cached     {warm_s:8.2f} s   "
+        f"speed-up {original_s / warm_s:.1f}x",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="100,000 x 2048 fit set")
@@ -154,7 +232,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads, both solvers")
     parser.add_argument("--repeats", type=int, default=1, help="best of R interleaved runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-pipeline", action="store_true", help="only part (c)")
+    parser.add_argument("--per-class", type=int, default=150, help="(a)/(b): images per class")
+    parser.add_argument("--image-size", type=int, default=112, help="(a)/(b): crop size")
+    parser.add_argument("--model", default="random_r50", help="(a)/(b): backbone")
     args = parser.parse_args()
+    if not args.skip_pipeline:
+        for line in pipeline_benchmark(args.per_class, args.image_size, args.model):
+            print(line)
+        print()
     n_train = args.n_train or (100_000 if args.large else 3200)
 
     start = time.perf_counter()
@@ -167,6 +253,7 @@ def main() -> None:
         f"data: fit {n_train} x {args.dim}, val {len(split.y_val)}, test {len(split.y_test)}, "
         f"{args.classes} classes, float32 (generated in {made:.1f} s); grid of {len(C_GRID)} C"
     )
+    print("(c) solver only:")
     for line in report(best):
         print(line)
 

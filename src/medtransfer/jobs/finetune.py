@@ -33,7 +33,7 @@ from medtransfer.protocols.finetune import (
     score,
 )
 from medtransfer.protocols.metrics import metric_key
-from medtransfer.protocols.stats import bootstrap_interval, spread
+from medtransfer.protocols.stats import format_interval, interval_entries, spread
 from medtransfer.results.records import Record, environment_info, write_record
 
 
@@ -80,14 +80,15 @@ def _split(manifest: Manifest, pixels: PixelSource, name: str) -> ImageSplit:
 def _seed_metrics(result: FinetuneResult, metric: str, bootstrap: int, seed: int) -> dict:
     assert result.test_labels is not None and result.test_probs is not None
     name = metric_key(metric)
-    interval = bootstrap_interval(
+    entries = interval_entries(
+        name,
         lambda t, p: score(metric, t, p),
         result.test_labels,
         result.test_probs,
         n_resamples=bootstrap,
         seed=seed,
     )
-    return {**result.metrics, f"{name}_ci": [interval.low, interval.high]}
+    return {**result.metrics, **entries}
 
 
 def run_finetune(
@@ -201,9 +202,8 @@ def run_finetune(
         summary = spread([s["metrics"][name] for s in per_seed])
         metrics[f"{name}_spread"] = summary.__dict__
     lines = [
-        f"seed {s['seed']}: test {metric} {s['metrics'][name]:.2f}% "
-        f"(95% CI {s['metrics'][f'{name}_ci'][0]:.2f}-{s['metrics'][f'{name}_ci'][1]:.2f}), "
-        f"tested the {s['tested']} weights"
+        f"seed {s['seed']}: test {metric} {s['metrics'][name]:.2f}%"
+        f"{format_interval(s['metrics'], name)}, tested the {s['tested']} weights"
         + (f" of step {s['best_step']}" if s["tested"] == "best" else "")
         for s in per_seed
     ]

@@ -28,7 +28,7 @@ from medtransfer.protocols.metrics import (
     mean_per_class_accuracy,
     metric_key,
 )
-from medtransfer.protocols.stats import bootstrap_interval
+from medtransfer.protocols.stats import format_interval, interval_entries
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,14 @@ def knn_metrics(
     """The dataset metric with its bootstrap interval, balanced accuracy, binary AUC."""
     name = metric_key(metric)
     predictions = scores.argmax(axis=1)
-    interval = bootstrap_interval(
-        lambda t, p: dataset_metric(metric, t, p), y_true, predictions, n_resamples=bootstrap,
+    out: dict[str, Any] = interval_entries(
+        name,
+        lambda t, p: dataset_metric(metric, t, p),
+        y_true,
+        predictions,
+        n_resamples=bootstrap,
         seed=seed,
-    )  # fmt: skip
-    out: dict[str, Any] = {name: interval.value, f"{name}_ci": [interval.low, interval.high]}
+    )
     if metric != MEAN_PER_CLASS_ACCURACY:
         out["balanced_accuracy"] = mean_per_class_accuracy(y_true, predictions)
     if scores.shape[1] == 2 and len(np.unique(y_true)) == 2:
@@ -103,8 +106,8 @@ def run_knn(
         )
         metrics.update({f"k{result.k}_{name}": value for name, value in per_k.items()})
         main = per_k[metric_key(metric)]
-        low, high = per_k[f"{metric_key(metric)}_ci"]
-        lines.append(f"k={result.k}: {metric} {main:.2f}% (95% CI {low:.2f}-{high:.2f})")
+        ci = format_interval(per_k, metric_key(metric))
+        lines.append(f"k={result.k}: {metric} {main:.2f}%{ci}")
     job.timings["knn_s"] = time.perf_counter() - start
     params = {
         "ks": list(options.ks),

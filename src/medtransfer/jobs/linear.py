@@ -22,7 +22,7 @@ from medtransfer.jobs.common import (
 )
 from medtransfer.protocols.linear import C_GRID, LinearResult, linear_evaluation
 from medtransfer.protocols.metrics import dataset_metric, metric_key
-from medtransfer.protocols.stats import bootstrap_interval
+from medtransfer.protocols.stats import format_interval, interval_entries
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,18 @@ def run_linear(
         device=job.device,
     )
     name = metric_key(job.metric)
-    interval = bootstrap_interval(
-        lambda t, p: dataset_metric(job.metric, t, p),
-        labels[test],
-        result.test_predictions,
-        n_resamples=options.bootstrap,
-        seed=options.seed,
-    )
-    metrics: dict[str, Any] = {**result.metrics, f"{name}_ci": [interval.low, interval.high]}
+    metrics: dict[str, Any] = {
+        **result.metrics,
+        **interval_entries(
+            name,
+            lambda t, p: dataset_metric(job.metric, t, p),
+            labels[test],
+            result.test_predictions,
+            n_resamples=options.bootstrap,
+            seed=options.seed,
+        ),
+    }
+    ci = format_interval(metrics, name)
     job.timings["linear_s"] = time.perf_counter() - start
     lines = [
         f"Accuracy on val set: {score:.2f}% using hyperparameter C: {c:.3f}"
@@ -105,8 +109,7 @@ def run_linear(
     ]
     lines.append(
         f"Final {job.metric} for {job.backbone.spec.name} on {job.manifest.dataset}: "
-        f"{metrics[name]:.2f}% (95% CI {interval.low:.2f}-{interval.high:.2f}) using "
-        f"hyperparameter C: {result.chosen_C:.3f}"
+        f"{metrics[name]:.2f}%{ci} using hyperparameter C: {result.chosen_C:.3f}"
     )
     params = {
         "C": options.C,

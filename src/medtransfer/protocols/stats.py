@@ -35,6 +35,8 @@ def bootstrap_interval(
     """
     y_true = np.asarray(y_true)
     y_score = np.asarray(y_score)
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be at least 1 (use no interval instead).")
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_resamples):
@@ -67,3 +69,28 @@ def spread(values: Sequence[float]) -> Spread:
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return Spread(float(array.mean()), std, float(array.min()), float(array.max()), len(array))
+
+
+def interval_entries(
+    name: str,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    *,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, object]:
+    """Record entries ``{name: value, name_ci: [low, high]}``; no ``_ci`` when
+    ``n_resamples`` is 0 (intervals turned off)."""
+    if n_resamples < 1:
+        return {name: metric(y_true, y_score)}
+    interval = bootstrap_interval(metric, y_true, y_score, n_resamples=n_resamples, seed=seed)
+    return {name: interval.value, f"{name}_ci": [interval.low, interval.high]}
+
+
+def format_interval(entries: dict[str, object], name: str) -> str:
+    """`` (95% CI a-b)`` for the entries of :func:`interval_entries`, or "" without one."""
+    bounds = entries.get(f"{name}_ci")
+    if not isinstance(bounds, list):
+        return ""
+    return f" (95% CI {bounds[0]:.2f}-{bounds[1]:.2f})"
