@@ -50,6 +50,18 @@ class ModelOptions:
     no_norm: bool = False
     norm: str | None = None
 
+    def load(self, roots: Roots, *, progress: bool = True) -> Backbone:
+        """A fresh backbone with these options (eval mode)."""
+        return load_backbone(
+            self.model,
+            roots,
+            weights=self.weights,
+            seed=self.model_seed,
+            no_norm=self.no_norm,
+            progress=progress,
+            norm=self.norm,
+        )
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -89,15 +101,7 @@ def prepare_features(
     manifest = data.manifest(roots)
     timings["manifest_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    backbone = load_backbone(
-        model.model,
-        roots,
-        weights=model.weights,
-        seed=model.model_seed,
-        no_norm=model.no_norm,
-        progress=run.progress,
-        norm=model.norm,
-    )
+    backbone = model.load(roots, progress=run.progress)
     timings["model_load_s"] = time.perf_counter() - start
     device = resolve_device(run.device)
     key = dataset_key(resolved.spec)

@@ -21,7 +21,7 @@ from medtransfer.data.manifest import Manifest
 from medtransfer.data.prepare import PixelSource, original_pixels, prepared_pixels
 from medtransfer.fsutil import sha256_json
 from medtransfer.jobs.common import DataOptions, ModelOptions, RunOptions
-from medtransfer.models.backbone import Backbone, load_backbone
+from medtransfer.models.backbone import Backbone
 from medtransfer.protocols.finetune import (
     AUC,
     FinetuneConfig,
@@ -117,15 +117,7 @@ def run_finetune(
     )
 
     def fresh() -> Backbone:
-        return load_backbone(
-            model.model,
-            roots,
-            weights=model.weights,
-            seed=model.model_seed,
-            no_norm=model.no_norm,
-            progress=run.progress,
-            norm=model.norm,
-        )
+        return model.load(roots, progress=run.progress)
 
     first = fresh()
     results: list[FinetuneResult] = []
