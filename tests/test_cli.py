@@ -243,3 +243,15 @@ def test_linear_fixed_c_skips_validation(data_root: Path, capsys) -> None:
     assert main([*args, "-i", "32", "--no-progress", "--C", "0.5", "--bootstrap", "10"]) == 0
     record = json.loads(_record_path(capsys.readouterr().out).read_text())
     assert record["chosen_C"] == 0.5 and record["val_curve"] == []
+
+
+def test_linear_seeds_redraw_validation_and_record_spread(data_root: Path, capsys) -> None:
+    args = ["--data-root", str(data_root), "linear", "-d", "shenzhencxr", "-m", "random_r18"]
+    extra = ["-i", "32", "--no-progress", "-w", "5", "--bootstrap", "10", "--seeds", "0,1,2"]
+    assert main([*args, *extra]) == 0
+    out = capsys.readouterr().out
+    assert "[val seed 2]" in out and "over 3 validation draws" in out
+    record = json.loads(_record_path(out).read_text())
+    assert [s["val_seed"] for s in record["per_seed"]] == [0, 1, 2]
+    assert record["metrics"]["accuracy_spread"]["n"] == 3
+    assert record["features_extracted"] is True  # one extraction served every seed

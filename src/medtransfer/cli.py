@@ -262,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     linear.add_argument("-i", "--image-size", type=int, default=224, help="crop size")
     linear.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     linear.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    linear.add_argument(
+        "--seeds",
+        help="comma-separated seeds: re-draw the validation hold-out once per seed (test split "
+        "fixed) and record the mean and spread",
+    )
     _add_compute(linear)
     _add_roots(linear, top_level=False)
 

@@ -263,12 +263,15 @@ def linear(roots: Roots, args: argparse.Namespace) -> int:
             image_size=args.image_size,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
         ),
         run_options(args),
     )
     source = "extracted now" if result.extracted else "read from the feature store"
     print(f"features: {source}")
-    print(result.lines[-1])
+    for line in result.lines:
+        if not line.startswith("Accuracy on val set"):
+            print(line)
     print(f"record: {result.record_path}")
     return 0
 

@@ -105,14 +105,15 @@ def original_split(n_rows: int, seed: int = 42, train_fraction: float = 0.8) -> 
     return generic_original(n_rows, seed=seed, train_fraction=train_fraction)[0]
 
 
-def original_validation(n_train: int, val_fraction: float = 0.2) -> np.ndarray:
+def original_validation(n_train: int, val_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
     """The original's validation hold-out: a bool per train position (original order), (n_train,).
 
     ``np.random.seed(0); np.random.shuffle(indices)``; the first ``floor(0.2 n_train)``
-    shuffled positions are val (spec/datasets-and-models.md §4.1).
+    shuffled positions are val (spec/datasets-and-models.md §4.1). ``seed`` other than 0
+    draws another hold-out the same way (``--seeds`` of the linear probe).
     """
     positions = np.arange(n_train)
-    np.random.RandomState(0).shuffle(positions)
+    np.random.RandomState(seed).shuffle(positions)
     is_val = np.zeros(n_train, dtype=bool)
     is_val[positions[: math.floor(val_fraction * n_train)]] = True
     return is_val
@@ -157,11 +158,14 @@ def build_manifest(
     test_fraction: float = 0.2,
     val_fraction: float = 0.2,
     labels: LabelOptions | None = None,
+    val_seed: int | None = None,
 ) -> Manifest:
     """Read ``dataset`` from its published layout and split it; opens no image.
 
     ``test_fraction`` and ``seed`` apply to the ``patient`` policy; ``val_fraction`` is the
-    share of train held out for validation under both policies (0 for none).
+    share of train held out for validation under both policies (0 for none). ``val_seed``
+    re-draws only the validation hold-out (default: the original's 0 under ``original``,
+    ``seed + 1`` under ``patient``); the test split stays as it is.
     """
     if split_policy not in SPLIT_POLICIES:
         raise DatasetError(
@@ -189,6 +193,8 @@ def build_manifest(
         "label_policy": labels.describe(spec.label_options) if spec.label_options else "original",
         "val_fraction": val_fraction,
     }
+    if val_seed is not None:
+        params["val_seed"] = val_seed
     if split_policy == "original":
         if spec.check_original is not None:
             spec.check_original(dataset.root)
@@ -199,7 +205,8 @@ def build_manifest(
             split, order = generic_original(len(table))
         train_rows = np.flatnonzero(split == "train")
         train_rows = train_rows[np.argsort(order[train_rows], kind="stable")]
-        split[train_rows[original_validation(len(train_rows), val_fraction)]] = "val"
+        held_out = original_validation(len(train_rows), val_fraction, seed=val_seed or 0)
+        split[train_rows[held_out]] = "val"
         params["split_rule"] = "original"
     else:
         patients = table["patient"].to_numpy(dtype=str)
@@ -209,7 +216,7 @@ def build_manifest(
             inner = patient_split(
                 label_values[train_rows],
                 patients[train_rows],
-                seed=seed + 1,
+                seed=seed + 1 if val_seed is None else val_seed,
                 test_fraction=val_fraction,
             )
             split[train_rows[inner == "test"]] = "val"

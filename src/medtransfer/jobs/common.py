@@ -27,6 +27,7 @@ class DataOptions:
     split_seed: int = 0
     val_fraction: float = 0.2
     labels: LabelOptions = field(default_factory=LabelOptions)
+    val_seed: int | None = None
 
     def manifest(self, roots: Roots) -> Manifest:
         """Build this data's manifest (and keep a copy in the cache)."""
@@ -37,6 +38,7 @@ class DataOptions:
             seed=self.split_seed,
             val_fraction=self.val_fraction,
             labels=self.labels,
+            val_seed=self.val_seed,
         )
 
 

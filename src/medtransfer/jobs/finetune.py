@@ -33,7 +33,7 @@ from medtransfer.protocols.finetune import (
     score,
 )
 from medtransfer.protocols.metrics import metric_key
-from medtransfer.protocols.stats import format_interval, interval_entries, spread
+from medtransfer.protocols.stats import format_interval, interval_entries, mean_over_seeds
 from medtransfer.results.records import Record, environment_info, write_record
 
 
@@ -183,16 +183,7 @@ def run_finetune(
             }
         )
     name = metric_key(metric)
-    if len(per_seed) == 1:
-        metrics = dict(per_seed[0]["metrics"])
-    else:
-        metrics = {}
-        for key_name in per_seed[0]["metrics"]:
-            values = [s["metrics"][key_name] for s in per_seed]
-            if all(isinstance(v, float) for v in values):
-                metrics[key_name] = float(np.mean(values))
-        summary = spread([s["metrics"][name] for s in per_seed])
-        metrics[f"{name}_spread"] = summary.__dict__
+    metrics = mean_over_seeds([entry["metrics"] for entry in per_seed], name)
     lines = [
         f"seed {s['seed']}: test {metric} {s['metrics'][name]:.2f}%"
         f"{format_interval(s['metrics'], name)}, tested the {s['tested']} weights"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ import numpy as np
 import torch
 
 from medtransfer.config import Roots
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.transforms import Preprocessing
+from medtransfer.errors import ProtocolError
 from medtransfer.jobs.common import (
     DataOptions,
+    FeatureJob,
     ModelOptions,
     RunOptions,
     feature_params,
@@ -22,7 +26,7 @@ from medtransfer.jobs.common import (
 )
 from medtransfer.protocols.linear import C_GRID, LinearResult, linear_evaluation
 from medtransfer.protocols.metrics import dataset_metric, metric_key
-from medtransfer.protocols.stats import format_interval, interval_entries
+from medtransfer.protocols.stats import format_interval, interval_entries, mean_over_seeds
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class LinearOptions:
     image_size: int = 224
     bootstrap: int = 1000
     seed: int = 0
+    seeds: Sequence[int] | None = None  # re-draw the validation hold-out once per seed
 
 
 @dataclass(frozen=True)
@@ -55,27 +60,20 @@ def c_grid(points: int) -> tuple[float, ...]:
     return tuple(1.0 / w for w in torch.logspace(-6, 5, points).tolist())
 
 
-def run_linear(
-    roots: Roots,
-    data: DataOptions,
-    model: ModelOptions,
-    options: LinearOptions,
-    run: RunOptions,
-) -> LinearJobResult:
-    """Logistic regression on cached features with C chosen on the val split."""
-    preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
-    job = prepare_features(roots, data, model, preprocessing, run)
-    start = time.perf_counter()
+def _evaluate(
+    job: FeatureJob, manifest: Manifest, options: LinearOptions, name: str
+) -> tuple[LinearResult, dict[str, Any], dict[str, int]]:
+    """One C search + refit + test on ``manifest``'s splits over the job's features."""
+    if manifest.rows_hash != job.manifest.rows_hash:  # pragma: no cover - same source rows
+        raise RuntimeError("validation re-draws must keep the manifest's rows")
     features, labels = job.features.features, job.features.labels
-    present = set(job.manifest.table["split"])
+    present = set(manifest.table["split"])
     if options.C is None and "val" not in present:
-        from medtransfer.errors import ProtocolError
-
         raise ProtocolError(
             "The C search needs a validation split; use --val-fraction > 0 or fix --C."
         )
-    val = job.manifest.select("val") if "val" in present else np.array([], dtype=np.int64)
-    train, test = job.manifest.select("train"), job.manifest.select("test")
+    val = manifest.select("val") if "val" in present else np.array([], dtype=np.int64)
+    train, test = manifest.select("train"), manifest.select("test")
     result = linear_evaluation(
         np.asarray(features[train]),
         labels[train],
@@ -89,7 +87,6 @@ def run_linear(
         solver=options.solver,  # type: ignore[arg-type]
         device=job.device,
     )
-    name = metric_key(job.metric)
     metrics: dict[str, Any] = {
         **result.metrics,
         **interval_entries(
@@ -101,22 +98,66 @@ def run_linear(
             seed=options.seed,
         ),
     }
-    ci = format_interval(metrics, name)
+    return result, metrics, {"train": len(train), "val": len(val), "test": len(test)}
+
+
+def run_linear(
+    roots: Roots,
+    data: DataOptions,
+    model: ModelOptions,
+    options: LinearOptions,
+    run: RunOptions,
+) -> LinearJobResult:
+    """Logistic regression on cached features with C chosen on the val split.
+
+    With ``options.seeds``, the validation hold-out is re-drawn once per seed (the test split
+    stays fixed; the features are shared), and the record holds every seed's chosen C and
+    metrics with their mean and spread.
+    """
+    preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
+    seeds: list[int | None] = list(options.seeds) if options.seeds else [None]
+    job = prepare_features(roots, replace(data, val_seed=seeds[0]), model, preprocessing, run)
+    start = time.perf_counter()
+    name = metric_key(job.metric)
+    runs = []
+    for val_seed in seeds:
+        manifest = (
+            job.manifest
+            if val_seed == seeds[0]
+            else replace(data, val_seed=val_seed).manifest(roots)
+        )
+        runs.append(_evaluate(job, manifest, options, name))
     job.timings["linear_s"] = time.perf_counter() - start
+    result, metrics, sizes = runs[0]
+    per_seed = [
+        {"val_seed": seed, "chosen_C": r.chosen_C, "metrics": m}
+        for seed, (r, m, _) in zip(seeds, runs, strict=True)
+    ]
+    if len(runs) > 1:
+        metrics = mean_over_seeds([m for _, m, _ in runs], name)
     lines = [
         f"Accuracy on val set: {score:.2f}% using hyperparameter C: {c:.3f}"
         for c, score in result.val_curve
     ]
-    lines.append(
-        f"Final {job.metric} for {job.backbone.spec.name} on {job.manifest.dataset}: "
-        f"{metrics[name]:.2f}%{ci} using hyperparameter C: {result.chosen_C:.3f}"
-    )
+    for seed, (r, m, _) in zip(seeds, runs, strict=True):
+        prefix = "" if seed is None else f"[val seed {seed}] "
+        lines.append(
+            f"{prefix}Final {job.metric} for {job.backbone.spec.name} on {job.manifest.dataset}: "
+            f"{m[name]:.2f}%{format_interval(m, name)} using hyperparameter C: {r.chosen_C:.3f}"
+        )
+    if len(runs) > 1:
+        summary = metrics[f"{name}_spread"]
+        lines.append(
+            f"over {summary['n']} validation draws: {summary['mean']:.2f}% "
+            f"± {summary['std']:.2f} (std)"
+        )
     params = {
         "C": options.C,
         "grid_size": options.grid_size,
         "solver": options.solver,
         "metric": job.metric,
         "bootstrap": options.bootstrap,
+        "seeds": list(options.seeds) if options.seeds else None,
         **feature_params(job, model),
     }
     path, record = write_job_record(
@@ -132,7 +173,8 @@ def run_linear(
             "n_iter": list(result.n_iter),
             "unconverged_fits": result.unconverged,
             "solver_timings": result.timings,
-            "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+            "sizes": sizes,
+            **({"per_seed": per_seed} if len(runs) > 1 else {}),
         },
         result_lines=lines,
     )

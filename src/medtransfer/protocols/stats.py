@@ -94,3 +94,18 @@ def format_interval(entries: dict[str, object], name: str) -> str:
     if not isinstance(bounds, list):
         return ""
     return f" (95% CI {bounds[0]:.2f}-{bounds[1]:.2f})"
+
+
+def mean_over_seeds(per_seed: Sequence[dict[str, object]], name: str) -> dict[str, object]:
+    """Record metrics of repeated runs: the mean of every numeric entry, plus
+    ``<name>_spread`` (mean, std, min, max, n of the main metric ``name``). With one run,
+    its metrics unchanged."""
+    if len(per_seed) == 1:
+        return dict(per_seed[0])
+    out: dict[str, object] = {}
+    for key in per_seed[0]:
+        values = [run[key] for run in per_seed]
+        if all(isinstance(v, (int, float)) for v in values):
+            out[key] = float(np.mean(values))
+    out[f"{name}_spread"] = spread([float(run[name]) for run in per_seed]).__dict__  # type: ignore[arg-type]
+    return out
