@@ -255,3 +255,13 @@ def test_linear_seeds_redraw_validation_and_record_spread(data_root: Path, capsy
     assert [s["val_seed"] for s in record["per_seed"]] == [0, 1, 2]
     assert record["metrics"]["accuracy_spread"]["n"] == 3
     assert record["features_extracted"] is True  # one extraction served every seed
+
+
+def test_few_shot_seeds_record_mean_and_spread(data_root: Path, capsys) -> None:
+    args = ["--data-root", str(data_root), *FEW_SHOT, "--dataset", "shenzhencxr"]
+    assert main([*args, "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "[seed 1] Test Acc = " in out and "over 2 episode seeds" in out
+    record = json.loads(_record_path(out).read_text())
+    assert record["metrics"]["accuracy_spread"]["n"] == 2
+    assert [s["seed"] for s in record["per_seed"]] == [0, 1]

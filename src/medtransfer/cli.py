@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="which split episodes draw from (the original: all)",
     )
     few_shot.add_argument("--seed", type=int, default=0, help="episode seed")
+    few_shot.add_argument(
+        "--seeds", help="comma-separated episode seeds: one run each, with mean and spread"
+    )
     _add_compute(few_shot)
     _add_roots(few_shot, top_level=False)
 

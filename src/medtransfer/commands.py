@@ -346,11 +346,13 @@ def few_shot(roots: Roots, args: argparse.Namespace) -> int:
             resize=args.resize,
             pool=args.pool,
             seed=args.seed,
+            seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
         ),
         run_options(args),
     )
     source = "extracted now" if result.extracted else "read from the feature store"
     print(f"features: {source}")
-    print(result.summary.line())
+    for line in result.lines[1:]:
+        print(line)
     print(f"record: {result.record_path}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from medtransfer.protocols.fewshot import (
     sample_episodes,
     summarize,
 )
+from medtransfer.protocols.stats import mean_over_seeds
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class FewShotOptions:
     resize: str | None = None  # None: the original's geometry for the dataset
     pool: str = "all"
     seed: int = 0
+    seeds: Sequence[int] | None = None  # several episode seeds: mean and spread
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class FewShotResult:
     record_path: Path
     record: dict[str, Any]
     extracted: bool
+    lines: list[str]
 
 
 def run_few_shot(
@@ -65,17 +69,30 @@ def run_few_shot(
     start = time.perf_counter()
     rows = job.manifest.select(options.pool)
     labels = job.features.labels[rows]
-    episodes = sample_episodes(
-        labels,
-        n_way=options.n_way,
-        n_support=options.n_support,
-        n_query=options.n_query,
-        n_episodes=options.iter_num,
-        seed=options.seed,
-        class_names=job.manifest.class_names,
-    )
-    accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
-    summary = summarize(accuracies)
+    seeds = list(options.seeds) if options.seeds else [options.seed]
+    per_seed: list[dict[str, Any]] = []
+    summaries: list[FewShotSummary] = []
+    for seed in seeds:
+        episodes = sample_episodes(
+            labels,
+            n_way=options.n_way,
+            n_support=options.n_support,
+            n_query=options.n_query,
+            n_episodes=options.iter_num,
+            seed=seed,
+            class_names=job.manifest.class_names,
+        )
+        accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
+        summary = summarize(accuracies)
+        summaries.append(summary)
+        per_seed.append(
+            {
+                "accuracy": summary.accuracy,
+                "accuracy_ci95": summary.ci95,
+                "accuracy_std": summary.std,
+                "episodes": summary.episodes,
+            }
+        )
     job.timings["episodes_s"] = time.perf_counter() - start
     params: dict[str, Any] = {
         "n_way": options.n_way,
@@ -83,21 +100,32 @@ def run_few_shot(
         "n_query": options.n_query,
         "iter_num": options.iter_num,
         "pool": options.pool,
+        "seeds": seeds if options.seeds else None,
         **feature_params(job, model),
     }
+    lines = [f"episodes drawn from {len(rows)} rows"]
+    lines += [
+        (f"[seed {seed}] " if len(seeds) > 1 else "") + summary.line()
+        for seed, summary in zip(seeds, summaries, strict=True)
+    ]
+    metrics = mean_over_seeds(per_seed, "accuracy")
+    if len(seeds) > 1:
+        spread_ = metrics["accuracy_spread"]
+        lines.append(
+            f"over {spread_['n']} episode seeds: {spread_['mean']:.2f}% "
+            f"± {spread_['std']:.2f} (std)"
+        )
     path, record = write_job_record(
         roots,
         job,
         protocol="few-shot",
         params=params,
-        seed=options.seed,
-        metrics={
-            "accuracy": summary.accuracy,
-            "accuracy_ci95": summary.ci95,
-            "accuracy_std": summary.std,
-            "episodes": summary.episodes,
-        },
-        extra={},
-        result_lines=[f"episodes drawn from {len(rows)} rows", summary.line()],
+        seed=seeds[0],
+        metrics=metrics,
+        extra={"per_seed": [{"seed": s, **m} for s, m in zip(seeds, per_seed, strict=True)]}
+        if len(seeds) > 1
+        else {},
+        result_lines=lines,
     )
-    return FewShotResult(summary, path, record, job.features.computed)
+    summary = summaries[0]
+    return FewShotResult(summary, path, record, job.features.computed, lines)
