@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_roots(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    datasets = commands.add_parser("datasets", help="list, check and synthesise datasets")
+    datasets = commands.add_parser(
+        "datasets", help="list, check, synthesise, prepare, export and download datasets"
+    )
     dataset_commands = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = dataset_commands.add_parser("list", help="the dataset catalog")
     _add_roots(listing, top_level=False)
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_roots(download, top_level=False)
 
-    models = commands.add_parser("models", help="the model catalog")
+    models = commands.add_parser("models", help="the model catalog: list, info, download, convert")
     model_commands = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     model_list = model_commands.add_parser("list", help="every catalog model")
     _add_roots(model_list, top_level=False)
