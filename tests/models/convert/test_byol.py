@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import pickle
 import re
 import types
@@ -37,6 +36,7 @@ from medtransfer.models.convert.byol import (
     haiku_resnet_to_torchvision,
     load_byol_pickle,
 )
+from tests.support.checkpoints import touch_payload
 from tests.support.http_server import serve_directory
 
 ROOT = "res_net50"  # haiku's name for byol/utils/networks.py's ResNet50 module
@@ -320,19 +320,9 @@ def test_unknown_encoder_module_and_wrong_shape_are_named(model: nn.Module) -> N
         haiku_resnet_to_torchvision(narrow, state, "resnet50", Path(FILE))
 
 
-class _Payload:
-    """Would create ``marker`` when unpickled by a trusting loader."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_forbidden_global_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    online = _FrozenDict({f"{ROOT}/~/initial_conv": _FrozenDict({"w": _Payload(marker)})})
+    online = _FrozenDict({f"{ROOT}/~/initial_conv": _FrozenDict({"w": touch_payload(marker)})})
     checkpoint = {"experiment_state": ExperimentState(online, online, {}, {}, ()), "step": 0}
     path = _dump(checkpoint, tmp_path / FILE)
 

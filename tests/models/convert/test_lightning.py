@@ -31,19 +31,11 @@ from medtransfer.models.convert.lightning import (
     LightningClassStandIn,
     convert_lightning_moco,
 )
+from tests.support.checkpoints import Payload, zeros_like_shared
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(14))
 PREFIX = "model.encoder_q."
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run the tiny CPU forwards single-threaded (faster, and immune to busy neighbours)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ModelCheckpoint:
@@ -112,17 +104,6 @@ class _MoCoModule(nn.Module):
         self.loss_fn = nn.CrossEntropyLoss()
 
 
-class _Payload:
-    """Pickles as ``func(arg)``: unpickling it runs the call."""
-
-    def __init__(self, func: object, arg: str) -> None:
-        self.func = func
-        self.arg = arg
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (self.func, (self.arg,))
-
-
 def _densenet(seed: int = 8) -> nn.Module:
     """``densenet121(num_classes=128)`` (the MoCo query encoder), seeded, BN stats set."""
     with torch.random.fork_rng(devices=[]):
@@ -151,7 +132,7 @@ def _lightning_checkpoint(encoder_q: nn.Module, *, old_hparams: bool) -> dict[ob
     zeros = torch.zeros(max(p.numel() for p in params))  # one storage for all the state
     sgd = {
         "state": {
-            i: {"momentum_buffer": _zeros_like_shared(p, zeros)}
+            i: {"momentum_buffer": zeros_like_shared(p, zeros)}
             for i, p in enumerate(params)
             if p.requires_grad
         },
@@ -215,11 +196,6 @@ def _assert_query_encoder(state: dict[str, Tensor], encoder_q: nn.Module) -> Non
     reference = {k: v for k, v in encoder_q.state_dict().items() if not k.startswith("classifier.")}
     assert set(state) == set(reference)
     assert all(torch.equal(state[k], reference[k]) for k in reference)
-
-
-def _zeros_like_shared(tensor: Tensor, base: Tensor) -> Tensor:
-    """Zeros shaped like ``tensor``, viewing ``base`` (optimizer state, kept small on disk)."""
-    return base[: tensor.numel()].view_as(tensor)
 
 
 def _save(obj: object, path: Path) -> Path:
@@ -329,7 +305,7 @@ def test_missing_wrapper_prefix_or_wrong_arch_is_a_clear_error(
 @pytest.mark.parametrize("extra", ["os.system", "Trainer"])
 def test_globals_off_the_allow_list_are_refused(tmp_path: Path, extra: str) -> None:
     marker = tmp_path / "pwned"
-    evil: object = _Payload(os.system, f"touch '{marker}'") if extra == "os.system" else Trainer
+    evil: object = Payload(os.system, f"touch '{marker}'") if extra == "os.system" else Trainer
     checkpoint = {
         "state_dict": {f"{PREFIX}features.conv0.weight": torch.zeros(64, 3, 7, 7)},
         "callbacks": {ModelCheckpoint: {"best_model_path": ""}},

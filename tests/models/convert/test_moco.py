@@ -11,7 +11,6 @@ import copy
 import os
 import pickle
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,11 @@ from medtransfer.download import fetch
 from medtransfer.errors import ModelError
 from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
 from medtransfer.models.convert.moco import convert_moco
+from tests.support.checkpoints import DDP, Payload, save_torch, zeros_like_shared
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
 HEAD = {"resnet50": "fc", "resnet18": "fc", "densenet121": "classifier"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run the tiny CPU forwards single-threaded (faster, and immune to busy neighbours)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class _DDP(nn.Module):
-    """Stands in for DistributedDataParallel: its state dict prefixes keys with 'module.'."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
 
 
 class _MoCo(nn.Module):
@@ -87,8 +70,8 @@ def _adam_state(model: nn.Module, lr: float) -> dict[str, object]:
     state = {
         i: {
             "step": 20_000,
-            "exp_avg": _zeros_like_shared(p, zeros),
-            "exp_avg_sq": _zeros_like_shared(p, zeros),
+            "exp_avg": zeros_like_shared(p, zeros),
+            "exp_avg_sq": zeros_like_shared(p, zeros),
         }
         for i, p in enumerate(params)
         if p.requires_grad
@@ -114,7 +97,7 @@ def _moco_cxr_checkpoint(encoder_q: nn.Module, arch: str) -> dict[str, object]:
     """MoCo-CXR main_moco.py checkpoint: DDP(MoCo) state, Adam state, K=24576 queue."""
     encoder_k = _encoder(arch, seed=99)  # the momentum encoder differs from the query encoder
     encoder_k.requires_grad_(False)
-    model = _DDP(_MoCo(encoder_q, encoder_k, dim=128, k=24576))
+    model = DDP(_MoCo(encoder_q, encoder_k, dim=128, k=24576))
     return {
         "epoch": 20,
         "arch": arch,
@@ -130,17 +113,6 @@ def _download_and_convert(source: Path, arch: str, tmp_path: Path) -> nn.Module:
     trunk = build_trunk(arch)
     load_strict(trunk, prepare_state_dict(convert_moco(local, arch), arch), what=str(local))
     return trunk.eval()
-
-
-def _zeros_like_shared(tensor: Tensor, base: Tensor) -> Tensor:
-    """Zeros shaped like ``tensor``, viewing ``base`` (optimizer state, kept small on disk)."""
-    return base[: tensor.numel()].view_as(tensor)
-
-
-def _save(obj: object, path: Path, *, legacy: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +132,7 @@ def test_released_moco_v2_converts_to_the_query_encoder(
 ) -> None:
     encoder_q, expected = resnet50_q
     # A March 2020 file: torch < 1.6 wrote the legacy (non-zip) container; MoCo-CXR's is zip.
-    source = _save(
+    source = save_torch(
         _released_moco_v2(encoder_q), tmp_path / "served" / "moco_v2.pth.tar", legacy=True
     )
     trunk = _download_and_convert(source, "resnet50", tmp_path)
@@ -173,7 +145,9 @@ def test_moco_cxr_training_checkpoint_keeps_only_the_query_encoder(
     tmp_path: Path, resnet18_q: nn.Module, arch: str
 ) -> None:
     encoder_q = resnet18_q if arch == "resnet18" else _encoder(arch, seed=4)
-    source = _save(_moco_cxr_checkpoint(encoder_q, arch), tmp_path / "served" / "w-00001.pth.tar")
+    source = save_torch(
+        _moco_cxr_checkpoint(encoder_q, arch), tmp_path / "served" / "w-00001.pth.tar"
+    )
     trunk = _download_and_convert(source, arch, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(trunk(IMAGES), _pooled(encoder_q, arch), rtol=0, atol=0)
@@ -182,7 +156,7 @@ def test_moco_cxr_training_checkpoint_keeps_only_the_query_encoder(
 def test_converter_output_has_no_head_queue_or_momentum_encoder(
     tmp_path: Path, resnet18_q: nn.Module
 ) -> None:
-    path = _save(_moco_cxr_checkpoint(resnet18_q, "resnet18"), tmp_path / "r8w.pth.tar")
+    path = save_torch(_moco_cxr_checkpoint(resnet18_q, "resnet18"), tmp_path / "r8w.pth.tar")
     state = convert_moco(path, "resnet18")
     assert set(state) == {k for k in resnet18_q.state_dict() if not k.startswith("fc.")}
 
@@ -204,7 +178,7 @@ def test_missing_or_extra_backbone_key_fails_in_load_strict(
         del state[f"module.encoder_q.{named}"]
     else:
         state[f"module.encoder_q.{named}"] = torch.zeros(64, 64, 3, 3)
-    path = _save(checkpoint, tmp_path / "r8w.pth.tar")
+    path = save_torch(checkpoint, tmp_path / "r8w.pth.tar")
     with pytest.raises(ModelError, match=named.replace(".", r"\.")):
         load_strict(build_trunk("resnet18"), convert_moco(path, "resnet18"), what=str(path))
 
@@ -213,16 +187,16 @@ def test_missing_wrapper_prefix_or_wrong_arch_is_a_clear_error(
     tmp_path: Path, resnet18_q: nn.Module
 ) -> None:
     plain = resnet18_q.state_dict()
-    bare = _save({f"module.encoder_q.{k}": v for k, v in plain.items()}, tmp_path / "bare.pth")
+    bare = save_torch({f"module.encoder_q.{k}": v for k, v in plain.items()}, tmp_path / "bare.pth")
     with pytest.raises(ModelError, match=r"bare\.pth.*under 'state_dict'.*module\.encoder_q"):
         convert_moco(bare, "resnet18")
 
     single_gpu = {"arch": "resnet18", "state_dict": {f"encoder_q.{k}": v for k, v in plain.items()}}
-    path = _save(single_gpu, tmp_path / "single.pth")
+    path = save_torch(single_gpu, tmp_path / "single.pth")
     with pytest.raises(ModelError, match=r"single\.pth.*start with 'module\.encoder_q\.'.*conv1"):
         convert_moco(path, "resnet18")
 
-    released = _save(_released_moco_v2(resnet18_q), tmp_path / "v2.pth.tar")  # says resnet50
+    released = save_torch(_released_moco_v2(resnet18_q), tmp_path / "v2.pth.tar")  # says resnet50
     with pytest.raises(ModelError, match=r"trained with arch 'resnet50'.*resnet18"):
         convert_moco(released, "resnet18")
     with pytest.raises(ModelError, match="vit_b_16"):
@@ -230,7 +204,7 @@ def test_missing_wrapper_prefix_or_wrong_arch_is_a_clear_error(
 
 
 def test_truncated_or_missing_file_is_a_clear_error(tmp_path: Path, resnet18_q: nn.Module) -> None:
-    path = _save(_released_moco_v2(resnet18_q), tmp_path / "cut.pth.tar")
+    path = save_torch(_released_moco_v2(resnet18_q), tmp_path / "cut.pth.tar")
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(ModelError, match=r"cut\.pth\.tar.*truncated or corrupt"):
         convert_moco(path, "resnet50")
@@ -238,21 +212,10 @@ def test_truncated_or_missing_file_is_a_clear_error(tmp_path: Path, resnet18_q: 
         convert_moco(tmp_path / "absent.pth.tar", "resnet50")
 
 
-class _Payload:
-    """Pickles as ``func(arg)``: unpickling it runs the call (e.g. creates a marker file)."""
-
-    def __init__(self, func: object, arg: str) -> None:
-        self.func = func
-        self.arg = arg
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (self.func, (self.arg,))
-
-
-def _payloads(marker: Path) -> dict[str, _Payload]:
+def _payloads(marker: Path) -> dict[str, Payload]:
     return {
-        "os.system": _Payload(os.system, f"touch '{marker}'"),
-        "exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "os.system": Payload(os.system, f"touch '{marker}'"),
+        "exec": Payload(exec, f"open({str(marker)!r}, 'w').close()"),
     }
 
 
@@ -267,7 +230,7 @@ def test_forbidden_global_is_refused_without_running(
     marker = tmp_path / "pwned"
     checkpoint = _moco_cxr_checkpoint(resnet18_q, "resnet18")
     checkpoint["optimizer"] = _payloads(marker)[kind]
-    path = _save(checkpoint, tmp_path / "evil.pth.tar")
+    path = save_torch(checkpoint, tmp_path / "evil.pth.tar")
     with pytest.raises(ModelError, match=r"evil\.pth\.tar.*global ((posix|nt)\.system|exec)"):
         convert_moco(path, "resnet18")
     assert not marker.exists()  # ... but the converter never ran it

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,26 +20,10 @@ from medtransfer.download import fetch
 from medtransfer.errors import ModelError
 from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
 from medtransfer.models.convert.pirl import convert_pirl
+from tests.support.checkpoints import DDP, Payload, save_torch, zeros_like_shared
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(13))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run the tiny CPU forwards single-threaded (faster, and immune to busy neighbours)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class _DDP(nn.Module):
-    """Stands in for DistributedDataParallel: its state dict prefixes keys with 'module.'."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
 
 
 class _JigsawHead(nn.Module):
@@ -70,17 +53,6 @@ class _RGBMem(nn.Module):
         self.register_buffer("memory", nn.functional.normalize(torch.randn(n_data, 128)))
 
 
-class _Payload:
-    """Pickles as ``func(arg)``: unpickling it runs the call."""
-
-    def __init__(self, func: object, arg: str) -> None:
-        self.func = func
-        self.arg = arg
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (self.func, (self.arg,))
-
-
 def _encoder(seed: int = 6) -> nn.Module:
     """PyContrast's ResNet-50: torchvision's layout without ``fc`` (seeded, BN stats set)."""
     with torch.random.fork_rng(devices=[]):
@@ -103,12 +75,12 @@ def _pooled(encoder: nn.Module) -> Tensor:
 
 def _pirl_checkpoint(encoder: nn.Module) -> dict[str, object]:
     """What ContrastTrainer.save writes for --method PIRL (memory bank, no model_ema/amp)."""
-    model = _DDP(_RGBMultiHeads(encoder))
+    model = DDP(_RGBMultiHeads(encoder))
     params = list(model.parameters())
     zeros = torch.zeros(max(p.numel() for p in params))  # one storage for all the state
     optimizer = {
         "state": {
-            i: {"momentum_buffer": _zeros_like_shared(p, zeros)} for i, p in enumerate(params)
+            i: {"momentum_buffer": zeros_like_shared(p, zeros)} for i, p in enumerate(params)
         },
         "param_groups": [
             {
@@ -129,15 +101,9 @@ def _pirl_checkpoint(encoder: nn.Module) -> dict[str, object]:
     }
 
 
-def _zeros_like_shared(tensor: Tensor, base: Tensor) -> Tensor:
-    """Zeros shaped like ``tensor``, viewing ``base`` (optimizer state, kept small on disk)."""
-    return base[: tensor.numel()].view_as(tensor)
-
-
-def _save(obj: object, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path, _use_new_zipfile_serialization=False)  # a 2020 (torch 1.4/1.5) file
-    return path
+def _save_2020(obj: object, path: Path) -> Path:
+    """A 2020 (torch 1.4/1.5) file: the pre-zip format."""
+    return save_torch(obj, path, legacy=True)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +112,7 @@ def encoder() -> nn.Module:
 
 
 def test_pirl_file_converts_to_the_encoder(tmp_path: Path, encoder: nn.Module) -> None:
-    source = _save(_pirl_checkpoint(encoder), tmp_path / "served" / "PIRL.pth")
+    source = _save_2020(_pirl_checkpoint(encoder), tmp_path / "served" / "PIRL.pth")
     with serve_directory(source.parent) as server:
         local = fetch(server.url(source.name), tmp_path / "downloads" / source.name, progress=False)
     state = convert_pirl(local, "resnet50")
@@ -170,14 +136,14 @@ def test_missing_or_extra_backbone_key_fails_in_load_strict(
         del state[f"module.encoder.{named}"]
     else:
         state[f"module.encoder.{named}"] = torch.zeros(256, 256, 3, 3)
-    path = _save(checkpoint, tmp_path / "PIRL.pth")
+    path = _save_2020(checkpoint, tmp_path / "PIRL.pth")
     with pytest.raises(ModelError, match=named.replace(".", r"\.")):
         load_strict(build_trunk("resnet50"), convert_pirl(path, "resnet50"), what=str(path))
 
 
 def test_missing_wrapper_or_prefix_is_a_clear_error(tmp_path: Path, encoder: nn.Module) -> None:
     checkpoint = _pirl_checkpoint(encoder)
-    flat = _save(checkpoint["model"], tmp_path / "flat.pth")
+    flat = _save_2020(checkpoint["model"], tmp_path / "flat.pth")
     with pytest.raises(ModelError, match=r"flat\.pth is not a PyContrast.*under 'model'"):
         convert_pirl(flat, "resnet50")
 
@@ -185,7 +151,7 @@ def test_missing_wrapper_or_prefix_is_a_clear_error(tmp_path: Path, encoder: nn.
         "model": {"module.encoder1.conv1.weight": torch.zeros(32, 1, 7, 7)},  # CMC.pth layout
         "epoch": 200,
     }
-    path = _save(cmc, tmp_path / "CMC.pth")
+    path = _save_2020(cmc, tmp_path / "CMC.pth")
     with pytest.raises(ModelError, match=r"CMC\.pth.*start with 'module\.encoder\.'.*encoder1"):
         convert_pirl(path, "resnet50")
 
@@ -194,9 +160,9 @@ def test_forbidden_global_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     obj = {
         "model": {"module.encoder.conv1.weight": torch.zeros(64, 3, 7, 7)},
-        "opt": _Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "opt": Payload(exec, f"open({str(marker)!r}, 'w').close()"),
     }
-    path = _save(obj, tmp_path / "evil.pth")
+    path = _save_2020(obj, tmp_path / "evil.pth")
     with pytest.raises(ModelError, match=r"evil\.pth.*global exec.*allowed for this format: none"):
         convert_pirl(path, "resnet50")
     assert not marker.exists()

@@ -38,6 +38,7 @@ from medtransfer.models.convert.simclr import (
 )
 from medtransfer.models.convert.tf_checkpoint import read_tf_checkpoint
 from tests.models.convert.test_tf_checkpoint import TFJob, TFWritten, write_with_tensorflow
+from tests.support.checkpoints import touch_payload
 from tests.support.http_server import serve_directory
 
 STEP = 225206
@@ -369,21 +370,11 @@ def test_archive_without_checkpoint_or_data(tmp_path: Path) -> None:
         convert_simclr_v1(no_data, "resnet50")
 
 
-class _Payload:
-    """Unpickling this would create a marker file through ``os.system``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_pickles_and_other_files_are_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     bad = tmp_path / "simclr-v1.pth"
     buffer = io.BytesIO()
-    pickle.dump({"state_dict": _Payload(marker)}, buffer)
+    pickle.dump({"state_dict": touch_payload(marker)}, buffer)
     bad.write_bytes(buffer.getvalue())
     with pytest.raises(
         ModelError, match=r"neither the SimCLR v1 zip .* nor a TensorFlow checkpoint"

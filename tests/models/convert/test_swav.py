@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,38 +20,11 @@ from medtransfer.download import fetch
 from medtransfer.errors import ModelError
 from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
 from medtransfer.models.convert.swav import convert_swav
+from tests.support.checkpoints import DDP, Payload, save_torch, zeros_like_shared
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(12))
 _HEADS = ("projection_head.", "prototypes.")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run the tiny CPU forwards single-threaded (faster, and immune to busy neighbours)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class _DDP(nn.Module):
-    """Stands in for DistributedDataParallel: its state dict prefixes keys with 'module.'."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-
-class _Payload:
-    """Pickles as ``func(arg)``: unpickling it runs the call."""
-
-    def __init__(self, func: object, arg: str) -> None:
-        self.func = func
-        self.arg = arg
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (self.func, (self.arg,))
 
 
 def _swav_resnet50(seed: int = 5) -> nn.Module:
@@ -82,16 +54,16 @@ def _pooled(model: nn.Module) -> Tensor:
 
 def _released(model: nn.Module) -> dict[str, Tensor]:
     """swav_800ep_pretrain.pth.tar: the bare DDP state dict (hubconf.py loads it as is)."""
-    return _DDP(model).state_dict()
+    return DDP(model).state_dict()
 
 
 def _training_checkpoint(model: nn.Module) -> dict[str, object]:
     """main_swav.py's checkpoint.pth.tar: the state dict wrapped with optimizer and amp."""
-    params = list(_DDP(model).parameters())
+    params = list(DDP(model).parameters())
     zeros = torch.zeros(max(p.numel() for p in params))  # one storage for all the state
     optimizer = {
         "state": {
-            i: {"momentum_buffer": _zeros_like_shared(p, zeros)} for i, p in enumerate(params)
+            i: {"momentum_buffer": zeros_like_shared(p, zeros)} for i, p in enumerate(params)
         },
         "param_groups": [
             {
@@ -112,17 +84,6 @@ def _training_checkpoint(model: nn.Module) -> dict[str, object]:
     }
 
 
-def _zeros_like_shared(tensor: Tensor, base: Tensor) -> Tensor:
-    """Zeros shaped like ``tensor``, viewing ``base`` (optimizer state, kept small on disk)."""
-    return base[: tensor.numel()].view_as(tensor)
-
-
-def _save(obj: object, path: Path, *, legacy: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
-    return path
-
-
 @pytest.fixture(scope="module")
 def swav_model() -> nn.Module:
     return _swav_resnet50()
@@ -137,7 +98,7 @@ def expected(swav_model: nn.Module) -> Tensor:
 def test_released_swav_file_converts_to_the_trunk(
     tmp_path: Path, swav_model: nn.Module, expected: Tensor
 ) -> None:
-    source = _save(
+    source = save_torch(
         _released(swav_model), tmp_path / "served" / "swav_800ep_pretrain.pth.tar", legacy=True
     )
     with serve_directory(source.parent) as server:
@@ -150,7 +111,7 @@ def test_released_swav_file_converts_to_the_trunk(
 
 
 def test_training_checkpoint_gives_the_same_trunk(tmp_path: Path, swav_model: nn.Module) -> None:
-    path = _save(_training_checkpoint(swav_model), tmp_path / "checkpoint.pth.tar")
+    path = save_torch(_training_checkpoint(swav_model), tmp_path / "checkpoint.pth.tar")
     state = convert_swav(path, "resnet50")
     reference = {k: v for k, v in swav_model.state_dict().items() if not k.startswith(_HEADS)}
     assert set(state) == set(reference)
@@ -168,7 +129,7 @@ def test_missing_or_extra_backbone_key_fails_in_load_strict(
         del state[f"module.{named}"]
     else:
         state[f"module.{named}"] = torch.zeros(512, 2048, 1, 1)
-    path = _save(state, tmp_path / "swav.pth.tar")
+    path = save_torch(state, tmp_path / "swav.pth.tar")
     with pytest.raises(ModelError, match=named.replace(".", r"\.")):
         load_strict(build_trunk("resnet50"), convert_swav(path, "resnet50"), what=str(path))
 
@@ -177,10 +138,10 @@ def test_missing_prefix_or_foreign_object_is_a_clear_error(
     tmp_path: Path, swav_model: nn.Module
 ) -> None:
     stripped = {k.removeprefix("module."): v for k, v in _released(swav_model).items()}
-    path = _save(stripped, tmp_path / "stripped.pth")
+    path = save_torch(stripped, tmp_path / "stripped.pth")
     with pytest.raises(ModelError, match=r"stripped\.pth.*start with 'module\.'.*'conv1\.weight'"):
         convert_swav(path, "resnet50")
-    listed = _save([torch.zeros(1)], tmp_path / "list.pth")
+    listed = save_torch([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(ModelError, match=r"list\.pth is not a SwAV checkpoint.*a list"):
         convert_swav(listed, "resnet50")
 
@@ -188,8 +149,8 @@ def test_missing_prefix_or_foreign_object_is_a_clear_error(
 def test_forbidden_global_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     state = {"module.conv1.weight": torch.zeros(64, 3, 7, 7)}
-    obj = {"state_dict": state, "epoch": _Payload(os.system, f"touch '{marker}'")}
-    path = _save(obj, tmp_path / "evil.pth.tar", legacy=True)
+    obj = {"state_dict": state, "epoch": Payload(os.system, f"touch '{marker}'")}
+    path = save_torch(obj, tmp_path / "evil.pth.tar", legacy=True)
     with pytest.raises(ModelError, match=r"evil\.pth\.tar.*global (posix|nt)\.system"):
         convert_swav(path, "resnet50")
     assert not marker.exists()
