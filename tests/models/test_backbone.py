@@ -24,6 +24,7 @@ from medtransfer.models.backbone import (
     state_dict_sha256,
 )
 from medtransfer.models.catalog import get_model_spec
+from tests.support.checkpoints import randomize_batchnorm
 from tests.support.http_server import FileServer, serve_directory
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -44,11 +45,7 @@ def _reference_features(model: nn.Module, head: str, images: Tensor) -> Tensor:
 def _seeded_torchvision(arch: str, seed: int = 3) -> nn.Module:
     torch.manual_seed(seed)
     model = getattr(torchvision.models, arch)(weights=None)
-    # Non-trivial BatchNorm statistics, so a dropped or mis-mapped buffer would show.
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    randomize_batchnorm(model)
     return model
 
 

@@ -43,3 +43,22 @@ def save_torch(obj: object, path: Path, *, legacy: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     return path
+
+
+def randomize_batchnorm(
+    model: nn.Module,
+    *,
+    affine: bool = False,
+    bias: float = 0.1,
+    types: tuple[type[nn.Module], ...] = (nn.BatchNorm2d,),
+) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics (and, with ``affine``, weights), drawn
+    from the global RNG, so a dropped or mis-mapped buffer changes the features."""
+    for module in model.modules():
+        if isinstance(module, types):
+            if affine:
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-bias, bias)
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model

@@ -36,7 +36,7 @@ from medtransfer.models.convert.byol import (
     haiku_resnet_to_torchvision,
     load_byol_pickle,
 )
-from tests.support.checkpoints import touch_payload
+from tests.support.checkpoints import randomize_batchnorm, touch_payload
 from tests.support.http_server import serve_directory
 
 ROOT = "res_net50"  # haiku's name for byol/utils/networks.py's ResNet50 module
@@ -203,12 +203,7 @@ def _haiku(tree: Mapping[str, Mapping[str, Any]], mapping: type[_FrozenDict]) ->
 def _seeded_resnet50(seed: int = 11) -> nn.Module:
     torch.manual_seed(seed)
     model = torchvision.models.resnet50(weights=None)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):  # non-trivial affine and statistics
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.1, 0.1)
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    randomize_batchnorm(model, affine=True)
     return model.eval()
 
 

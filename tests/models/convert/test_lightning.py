@@ -31,7 +31,7 @@ from medtransfer.models.convert.lightning import (
     LightningClassStandIn,
     convert_lightning_moco,
 )
-from tests.support.checkpoints import Payload, zeros_like_shared
+from tests.support.checkpoints import Payload, randomize_batchnorm, zeros_like_shared
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(14))
@@ -109,10 +109,7 @@ def _densenet(seed: int = 8) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = torchvision.models.densenet121(weights=None, num_classes=128)
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+        randomize_batchnorm(model)
     return model.eval()
 
 

@@ -22,7 +22,13 @@ from medtransfer.download import fetch
 from medtransfer.errors import ModelError
 from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
 from medtransfer.models.convert.moco import convert_moco
-from tests.support.checkpoints import DDP, Payload, save_torch, zeros_like_shared
+from tests.support.checkpoints import (
+    DDP,
+    Payload,
+    randomize_batchnorm,
+    save_torch,
+    zeros_like_shared,
+)
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
@@ -48,10 +54,7 @@ def _encoder(arch: str, seed: int) -> nn.Module:
         linear = getattr(model, HEAD[arch])
         width = linear.in_features
         setattr(model, HEAD[arch], nn.Sequential(nn.Linear(width, width), nn.ReLU(), linear))
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+        randomize_batchnorm(model)
     return model.eval()
 
 

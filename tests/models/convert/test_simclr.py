@@ -38,7 +38,7 @@ from medtransfer.models.convert.simclr import (
 )
 from medtransfer.models.convert.tf_checkpoint import read_tf_checkpoint
 from tests.models.convert.test_tf_checkpoint import TFJob, TFWritten, write_with_tensorflow
-from tests.support.checkpoints import touch_payload
+from tests.support.checkpoints import randomize_batchnorm, touch_payload
 from tests.support.http_server import serve_directory
 
 STEP = 225206
@@ -49,12 +49,7 @@ def _seeded_resnet50(seed: int = 5) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # leave the global RNG alone
         torch.manual_seed(seed)
         model = torchvision.models.resnet50(weights=None)
-        for module in model.modules():  # non-trivial statistics: a mis-mapped buffer shows
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.data.uniform_(0.5, 1.5)
-                module.bias.data.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+        randomize_batchnorm(model, affine=True, bias=0.2)
     return model.eval()
 
 

@@ -20,7 +20,13 @@ from medtransfer.download import fetch
 from medtransfer.errors import ModelError
 from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
 from medtransfer.models.convert.swav import convert_swav
-from tests.support.checkpoints import DDP, Payload, save_torch, zeros_like_shared
+from tests.support.checkpoints import (
+    DDP,
+    Payload,
+    randomize_batchnorm,
+    save_torch,
+    zeros_like_shared,
+)
 from tests.support.http_server import serve_directory
 
 IMAGES = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(12))
@@ -37,10 +43,7 @@ def _swav_resnet50(seed: int = 5) -> nn.Module:
             nn.Linear(2048, 2048), nn.BatchNorm1d(2048), nn.ReLU(inplace=True), nn.Linear(2048, 128)
         )
         model.prototypes = nn.Linear(128, 3000, bias=False)
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
+        randomize_batchnorm(model, types=(nn.BatchNorm2d, nn.BatchNorm1d))
     return model.eval()
 
 
