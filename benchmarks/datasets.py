@@ -29,7 +29,7 @@ from medtransfer.data.manifest import build_manifest
 from medtransfer.data.prepare import original_pixels, prepare, prepared_pixels
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.features.store import get_features
-from medtransfer.models.backbone import load_backbone
+from medtransfer.models.loader import load_backbone
 
 CHEXPERT_COLUMNS = [
     "Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding",

@@ -29,7 +29,7 @@ from medtransfer.data.manifest import build_manifest
 from medtransfer.data.synthetic import SynthOptions, synthesize
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.features.store import get_features
-from medtransfer.models.backbone import load_backbone
+from medtransfer.models.loader import load_backbone
 from medtransfer.protocols.fewshot import episode_accuracies, sample_episodes, summarize
 
 

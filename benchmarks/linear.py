@@ -174,7 +174,7 @@ def pipeline_benchmark(per_class: int, image_size: int, model: str) -> list[str]
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs import DataOptions, ModelOptions, RunOptions
     from medtransfer.jobs.linear import LinearOptions, run_linear
-    from medtransfer.models.backbone import load_backbone
+    from medtransfer.models.loader import load_backbone
 
     with tempfile.TemporaryDirectory() as tmp:
         roots = resolve_roots(Path(tmp) / "data", Path(tmp) / "cache", Path(tmp) / "results")

@@ -123,8 +123,8 @@ def datasets_synth(args: argparse.Namespace) -> int:
 
 
 def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
-    from medtransfer.models.backbone import weights_status
     from medtransfer.models.catalog import list_models
+    from medtransfer.models.weights import weight_source
 
     rows = [
         (
@@ -133,7 +133,7 @@ def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
             spec.method,
             spec.pretraining_data,
             spec.feature_dim,
-            weights_status(spec, roots),
+            weight_source(spec, roots).status(),
         )
         for spec in list_models()
     ]
@@ -147,9 +147,9 @@ def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
 
 
 def models_info(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.models.backbone import weights_status
     from medtransfer.models.catalog import get_model_spec
     from medtransfer.models.converted import converted_provenance
+    from medtransfer.models.weights import weight_source
 
     spec = get_model_spec(args.name)
     fields = [
@@ -163,7 +163,7 @@ def models_info(roots: Roots, args: argparse.Namespace) -> int:
         ("input normalisation", spec.normalization),
         ("the study fed it", spec.study_normalization or spec.normalization),
         ("licence", spec.licence),
-        ("weights", weights_status(spec, roots)),
+        ("weights", weight_source(spec, roots).status()),
     ]
     if spec.url:
         fields.append(("upstream file", spec.url))
@@ -182,20 +182,21 @@ def models_info(roots: Roots, args: argparse.Namespace) -> int:
 
 def models_download(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.errors import MedTransferError
-    from medtransfer.models.backbone import download_weights
     from medtransfer.models.catalog import get_model_spec, list_models
+    from medtransfer.models.weights import weight_source
 
     specs = list_models() if args.all else [get_model_spec(args.name)]
     failed = 0
     for spec in specs:
-        if spec.source in ("random", "package"):
+        source = weight_source(spec, roots)
+        if not source.downloads:
             print(f"{spec.name}: nothing to download ({spec.source}).")
             continue
         if args.all and spec.manual:
             print(f"{spec.name}: skipped — {spec.manual}.")
             continue
         try:
-            path, digest = download_weights(spec, roots, progress=not args.no_progress)
+            path, digest = source.download(progress=not args.no_progress)
         except MedTransferError as exc:
             if not args.all:
                 raise

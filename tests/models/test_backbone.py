@@ -1,4 +1,4 @@
-"""Backbones: random, downloaded (from a local server), user weights and EfficientNet-Lite0."""
+"""Backbones: random, downloaded (from a local server) and user weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -16,14 +15,11 @@ from torch import Tensor, nn
 
 from medtransfer.config import Roots
 from medtransfer.errors import DownloadError, ModelError
-from medtransfer.models.backbone import (
-    Backbone,
-    load_backbone,
-    load_efficientnet_lite0_classifier,
-    remap_legacy_densenet_keys,
-    state_dict_sha256,
-)
+from medtransfer.models.archs import remap_legacy_densenet_keys
+from medtransfer.models.backbone import Backbone
 from medtransfer.models.catalog import get_model_spec
+from medtransfer.models.loader import load_backbone
+from medtransfer.models.state_dicts import state_dict_sha256
 from tests.support.checkpoints import randomize_batchnorm
 from tests.support.http_server import FileServer, serve_directory
 
@@ -245,33 +241,3 @@ def test_legacy_densenet_keys_load_to_identical_features(roots: Roots, tmp_path:
     x = _images(n=1)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x), _reference_features(source, "classifier", x))
-
-
-# --------------------------------------------------------------------------- EfficientNet-Lite0
-
-
-def _half_normalised(image: np.ndarray) -> Tensor:
-    from PIL import Image
-
-    resized = Image.fromarray(image).convert("RGB").resize((224, 224), Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (x - 0.5) / 0.5
-
-
-def test_efficientnet_lite0_weights_are_real(roots: Roots) -> None:
-    from skimage import data
-
-    classifier = load_efficientnet_lite0_classifier()
-    x = torch.stack([_half_normalised(data.chelsea()), _half_normalised(data.coffee())])
-    with torch.no_grad():
-        top1 = classifier(x).argmax(dim=1).tolist()
-    assert 281 <= top1[0] <= 285  # a cat
-    assert top1[1] == 967  # espresso
-
-    backbone = load_backbone("efficientnet-lite0", roots)
-    assert backbone.normalization == "half" and backbone.weights_sha256.startswith("57934424")
-    with torch.no_grad():
-        features = backbone(x * 0.5 + 0.5)  # the backbone normalises [0, 1] itself
-        expected = classifier.forward_head(classifier.forward_features(x), pre_logits=True)
-    assert features.shape == (2, 1280)
-    torch.testing.assert_close(features, expected)

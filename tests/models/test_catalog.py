@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medtransfer.errors import ModelError
-from medtransfer.models.catalog import ARCH_FEATURE_DIM, get_model_spec, list_models
+from medtransfer.models.archs import get_arch
+from medtransfer.models.catalog import get_model_spec, list_models
 
 
 def test_lookup_is_case_insensitive_and_knows_aliases() -> None:
@@ -49,7 +50,7 @@ def test_list_models_is_consistent() -> None:
     names = [name.lower() for spec in specs for name in spec.names]
     assert len(names) == len(set(names))
     for spec in specs:
-        assert spec.feature_dim == ARCH_FEATURE_DIM[spec.arch]
+        assert spec.feature_dim == get_arch(spec.arch).feature_dim
         assert get_model_spec(spec.name) is spec
 
 

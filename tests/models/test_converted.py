@@ -13,8 +13,8 @@ import torchvision
 from medtransfer.cli import main
 from medtransfer.errors import ModelError
 from medtransfer.models import converted
-from medtransfer.models.backbone import load_backbone
 from medtransfer.models.catalog import get_model_spec
+from medtransfer.models.loader import load_backbone
 from tests.support.http_server import serve_directory
 
 

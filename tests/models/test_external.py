@@ -10,7 +10,7 @@ import torch
 
 from medtransfer.errors import ModelError
 from medtransfer.models import external
-from medtransfer.models.backbone import load_backbone
+from medtransfer.models.loader import load_backbone
 from tests.support.http_server import serve_directory
 
 

@@ -14,7 +14,8 @@ from medtransfer.data.prepare import prepared_pixels
 from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.features.store import FeatureSet, get_features
-from medtransfer.models.backbone import Backbone, load_backbone
+from medtransfer.models.backbone import Backbone
+from medtransfer.models.loader import load_backbone
 from medtransfer.results.records import Record, environment_info, write_record
 
 

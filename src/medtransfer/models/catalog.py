@@ -13,6 +13,10 @@ input normalisation it expects, and where its weights come from:
   torchvision state dict by the converter named in ``converter`` (``models/convert/``),
   once; the result is cached.
 
+How each source gets its weights is :mod:`medtransfer.models.weights`; what each
+architecture is (builder, feature width, head, named layers) is
+:mod:`medtransfer.models.archs`.
+
 The study's self-supervised models (``simclr-v1``, ``moco-v2``, ``swav``, ``byol``, ``pirl``,
 ``mimic-chexpert_*``, ``mimic-cxr_*``) need a conversion step and are added as a further
 group below (``_SSL``) together with their converters.
@@ -23,15 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medtransfer.errors import ModelError
+from medtransfer.models.archs import ARCHS, get_arch
 from medtransfer.models.normalization import NORMALIZATIONS
 
-# Architecture -> width of the pooled feature vector.
-ARCH_FEATURE_DIM: dict[str, int] = {
-    "resnet50": 2048,
-    "resnet18": 512,
-    "densenet121": 1024,
-    "tf_efficientnet_lite0": 1280,
-}
 SOURCES: tuple[str, ...] = ("random", "torchvision", "package", "converted")
 
 
@@ -42,10 +40,10 @@ class ModelSpec:
     Attributes:
         name: the canonical name (what ``-m/--model`` takes and records carry).
         aliases: other accepted names.
-        arch: one of :data:`ARCH_FEATURE_DIM`.
+        arch: a key of :data:`medtransfer.models.archs.ARCHS`.
         feature_dim: width of the backbone's output ``(B, feature_dim)``.
         normalization: the input normalisation the weights expect (see ``normalization.py``).
-        source: ``random`` | ``torchvision`` | ``package``.
+        source: one of :data:`SOURCES` (``external`` for ``timm:``/``torchvision:`` names).
         url: where the weights are downloaded from (None when not downloaded).
         filename: the weights file name in the cache (or inside the package).
         sha256_prefix: leading hex characters of the weights file's sha256.
@@ -87,15 +85,13 @@ class ModelSpec:
 _TORCHVISION_BASE = "https://download.pytorch.org/models"
 _TORCHVISION_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, see its terms"
 
-_ARCH_LABEL = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "densenet121": "DenseNet-121"}
-
 
 def _random(name: str, arch: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         aliases=(),
         arch=arch,
-        feature_dim=ARCH_FEATURE_DIM[arch],
+        feature_dim=get_arch(arch).feature_dim,
         normalization="imagenet",
         source="random",
         url=None,
@@ -104,7 +100,7 @@ def _random(name: str, arch: str) -> ModelSpec:
         method="random",
         pretraining_data="none",
         licence="n/a",
-        description=f"{_ARCH_LABEL[arch]}, seeded random initialisation (no pretraining)",
+        description=f"{get_arch(arch).label}, seeded random initialisation (no pretraining)",
     )
 
 
@@ -114,7 +110,7 @@ def _torchvision(name: str, arch: str, filename: str, aliases: tuple[str, ...] =
         name=name,
         aliases=aliases,
         arch=arch,
-        feature_dim=ARCH_FEATURE_DIM[arch],
+        feature_dim=get_arch(arch).feature_dim,
         normalization="imagenet",
         source="torchvision",
         url=f"{_TORCHVISION_BASE}/{filename}",
@@ -123,7 +119,7 @@ def _torchvision(name: str, arch: str, filename: str, aliases: tuple[str, ...] =
         method="supervised",
         pretraining_data="ImageNet-1k",
         licence=_TORCHVISION_LICENCE,
-        description=f"{_ARCH_LABEL[arch]}, supervised ImageNet-1k (torchvision IMAGENET1K_V1)",
+        description=f"{get_arch(arch).label}, supervised ImageNet-1k (torchvision IMAGENET1K_V1)",
     )
 
 
@@ -144,7 +140,7 @@ _PACKAGED: tuple[ModelSpec, ...] = (
         name="efficientnet-lite0",
         aliases=("efficientnet_lite0",),
         arch="tf_efficientnet_lite0",
-        feature_dim=ARCH_FEATURE_DIM["tf_efficientnet_lite0"],
+        feature_dim=get_arch("tf_efficientnet_lite0").feature_dim,
         normalization="half",
         source="package",
         url=None,
@@ -181,7 +177,7 @@ def _converted(
         name=name,
         aliases=aliases,
         arch=arch,
-        feature_dim=ARCH_FEATURE_DIM[arch],
+        feature_dim=get_arch(arch).feature_dim,
         normalization=normalization,
         source="converted",
         url=url,
@@ -201,7 +197,7 @@ _FAIR = "https://dl.fbaipublicfiles.com"
 _COVID = f"{_FAIR}/CovidPrognosis/pretrained_models"
 _CC_BY_NC = "CC-BY-NC 4.0"
 
-# The study's self-supervised models (spec/datasets-and-models.md §5.2).
+# The study's self-supervised models (docs/original-study.md#models).
 _SSL: tuple[ModelSpec, ...] = (
     _converted(
         "simclr-v1",
@@ -309,9 +305,9 @@ def _check(catalog: tuple[ModelSpec, ...]) -> dict[str, ModelSpec]:
     """Validate the entries and index them by every lower-cased name and alias."""
     index: dict[str, ModelSpec] = {}
     for spec in catalog:
-        if spec.arch not in ARCH_FEATURE_DIM:
+        if spec.arch not in ARCHS:
             raise AssertionError(f"{spec.name}: unknown arch {spec.arch}")
-        if spec.feature_dim != ARCH_FEATURE_DIM[spec.arch]:
+        if spec.feature_dim != ARCHS[spec.arch].feature_dim:
             raise AssertionError(f"{spec.name}: feature_dim does not fit {spec.arch}")
         if spec.normalization not in NORMALIZATIONS or spec.source not in SOURCES:
             raise AssertionError(f"{spec.name}: bad normalization or source")

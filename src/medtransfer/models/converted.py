@@ -21,6 +21,8 @@ from medtransfer.config import Roots
 from medtransfer.download import fetch, recorded_sha256
 from medtransfer.errors import ModelError
 from medtransfer.fsutil import atomic_write_json, sha256_file
+from medtransfer.models.archs import build_trunk, prepare_state_dict
+from medtransfer.models.backbone import load_strict
 from medtransfer.models.catalog import ModelSpec
 from medtransfer.models.convert import get_converter
 
@@ -49,8 +51,6 @@ def converted_provenance(roots: Roots, spec: ModelSpec) -> dict[str, str] | None
 
 def convert_file(spec: ModelSpec, roots: Roots, source: Path) -> tuple[Path, str]:
     """Convert ``source`` (the authors' file) for ``spec``; returns (cached path, its sha256)."""
-    from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
-
     source = Path(source).expanduser()
     if not source.is_file():
         raise ModelError(f"{source} does not exist; pass the file the authors publish.")

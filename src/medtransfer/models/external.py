@@ -2,25 +2,26 @@
 
 For users who bring newer architectures (DINOv2, ViTs, ConvNeXts, ...). The pretrained
 weights are fetched through medtransfer's own downloader (resumed, checksummed, into the
-cache), never through a hub client at run time, and loaded strictly. Pooling follows the
-family: timm's ``num_classes=0`` head (global average pool for CNNs, class token or the
-model's own pooling for transformers); for torchvision the final classifier ``Linear`` is
-replaced by the identity, which leaves each family's own pooling in place. The input
-normalisation is the mean/std the weights were trained with (from their metadata).
+cache; :class:`medtransfer.models.weights.ExternalFile`), never through a hub client at run
+time, and loaded strictly. Pooling follows the family: timm's ``num_classes=0`` head
+(global average pool for CNNs, class token or the model's own pooling for transformers);
+for torchvision the final classifier ``Linear`` is replaced by the identity, which leaves
+each family's own pooling in place. The input normalisation is the mean/std the weights
+were trained with (from their metadata).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from torch import Tensor, nn
+from torch import nn
 
-from medtransfer.config import Roots
-from medtransfer.download import fetch, recorded_sha256
 from medtransfer.errors import ModelError
-from medtransfer.fsutil import sha256_file
 from medtransfer.models.catalog import ModelSpec
-from medtransfer.models.normalization import standardize_kind
+from medtransfer.models.normalization import IMAGENET_MEAN, standardize_kind
+from medtransfer.models.seeding import seeded
 
 PREFIXES = ("timm:", "torchvision:")
 
@@ -28,6 +29,24 @@ PREFIXES = ("timm:", "torchvision:")
 def is_external(name: object) -> bool:
     """Whether ``name`` names a timm or torchvision model rather than a catalog entry."""
     return isinstance(name, str) and name.strip().lower().startswith(PREFIXES)
+
+
+@dataclass(frozen=True)
+class ExternalModel:
+    """A ``timm:``/``torchvision:`` trunk before its weights are loaded.
+
+    Attributes:
+        spec: its catalog-style entry (``source='external'``; ``url`` None when the user
+            brings the weights).
+        trunk: the model with its classifier removed, in eval mode; maps normalised images
+            ``(B, 3, H, W)`` to pooled features ``(B, spec.feature_dim)``.
+        head_prefix: the state-dict prefix of the classifier (dropped before loading), or
+            '' when the model has none.
+    """
+
+    spec: ModelSpec
+    trunk: nn.Module
+    head_prefix: str
 
 
 def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -49,11 +68,11 @@ def torchvision_weights(name: str) -> tuple[str, tuple[float, ...], tuple[float,
 
     try:
         weights = torchvision.models.get_model_weights(name).DEFAULT
-    except (ValueError, KeyError):
+    except (ValueError, KeyError) as err:
         raise ModelError(
             f"torchvision has no model {name!r} with pretrained weights; see "
             "torchvision.models.list_models() for the names."
-        ) from None
+        ) from err
     preset = weights.transforms()
     return weights.url, tuple(preset.mean), tuple(preset.std)
 
@@ -69,99 +88,87 @@ def timm_weights_url(pretrained_cfg: dict[str, object]) -> str:
     raise ModelError("timm lists no pretrained weights for this model; pass --weights PATH.")
 
 
-def _read(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def cache_filename(url: str) -> tuple[str, str | None]:
+    """The cache file name of the weights at ``url``, and the sha256 prefix it carries.
 
-        try:
-            return load_file(str(path))
-        except Exception as err:
-            raise ModelError(f"{path} is not a readable safetensors file ({err}).") from None
-    from medtransfer.models.backbone import read_state_dict
-
-    return read_state_dict(path)
-
-
-def _fetch(url: str, roots: Roots, family: str, progress: bool) -> tuple[Path, str]:
+    Hugging Face repositories all publish ``model.safetensors``, so the file is named after
+    the repository (``timm--resnet50.a1_in1k.safetensors``); torchvision-style names end in
+    ``-<hex>`` with at least 8 leading hex characters of the file's sha256.
+    """
     filename = url.rsplit("/", 1)[1].split("?", 1)[0]
-    if "huggingface.co/" in url:  # several models share model.safetensors: keep the repo
+    if "huggingface.co/" in url:
         filename = url.split("huggingface.co/", 1)[1].split("/resolve/", 1)[0].replace("/", "--")
         filename += ".safetensors"
     stem = filename.rsplit(".", 1)[0]
     prefix = stem.rsplit("-", 1)[-1] if "-" in stem else ""
     known = prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
-    dest = roots.cache / "weights" / family / filename
-    path = fetch(url, dest, sha256_prefix=known, progress=progress)
-    return path, recorded_sha256(path) or sha256_file(path)
+    return filename, known
 
 
-def build_external(
-    name: str,
-    roots: Roots,
-    *,
-    weights: Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[ModelSpec, nn.Module, str, Path]:
-    """Trunk (head removed, weights loaded strictly) of ``timm:NAME`` / ``torchvision:NAME``.
+class _Built(NamedTuple):
+    trunk: nn.Module  # head already removed
+    head: str  # the classifier's module name ('' if none)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    url: str  # the published weights ('' when the user brings a file)
+    feature_dim: int
 
-    Returns (spec, trunk, weights sha256, weights path); the trunk maps normalised images
-    ``(B, 3, H, W)`` to pooled features ``(B, spec.feature_dim)``.
+
+def _timm(model_name: str, user_weights: bool) -> _Built:
+    import timm
+
+    try:
+        trunk = timm.create_model(model_name, pretrained=False, num_classes=0)
+    except RuntimeError as err:
+        raise ModelError(f"timm has no model {model_name!r} ({err}).") from err
+    cfg = dict(trunk.pretrained_cfg)
+    return _Built(
+        trunk,
+        head=str(cfg.get("classifier") or ""),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg["std"]),
+        url="" if user_weights else timm_weights_url(cfg),
+        feature_dim=int(getattr(trunk, "head_hidden_size", None) or trunk.num_features),
+    )
+
+
+def _torchvision(model_name: str, user_weights: bool) -> _Built:
+    import torchvision
+
+    try:
+        trunk = torchvision.models.get_model(model_name, weights=None)
+    except ValueError as err:
+        raise ModelError(f"torchvision has no model {model_name!r} ({err}).") from err
+    url, mean, std = torchvision_weights(model_name)
+    head, last = _last_linear(trunk)
+    _replace(trunk, head, nn.Identity())
+    return _Built(trunk, head, mean, std, "" if user_weights else url, last.in_features)
+
+
+def build_external(name: str, *, weights: Path | None = None, seed: int = 0) -> ExternalModel:
+    """The trunk of ``timm:NAME`` / ``torchvision:NAME`` (head removed), seeded by ``seed``.
+
+    ``weights``: the user's weights file, if any (then no published weights are looked up).
     """
-    from medtransfer.models.backbone import _seeded, load_strict
-
     family, _, model_name = name.strip().partition(":")
     family = family.lower()
-    with _seeded(seed):
-        if family == "timm":
-            import timm
-
-            try:
-                trunk = timm.create_model(model_name, pretrained=False, num_classes=0)
-            except RuntimeError as err:
-                raise ModelError(f"timm has no model {model_name!r} ({err}).") from None
-            cfg = dict(trunk.pretrained_cfg)
-            mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg["std"])
-            head = str(cfg.get("classifier") or "")
-            dim = int(getattr(trunk, "head_hidden_size", None) or trunk.num_features)
-            url = None if weights else timm_weights_url(cfg)
-        else:
-            import torchvision
-
-            try:
-                trunk = torchvision.models.get_model(model_name, weights=None)
-            except ValueError as err:
-                raise ModelError(f"torchvision has no model {model_name!r} ({err}).") from None
-            url, mean, std = torchvision_weights(model_name)
-            url = None if weights else url
-            head, last = _last_linear(trunk)
-            dim = last.in_features
-    path, digest = (
-        (Path(weights), sha256_file(weights))
-        if weights
-        else _fetch(str(url), roots, family, progress)
-    )
-    state = _read(path)
-    if state.get("state_dict") is not None and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # type: ignore[assignment]
-    if head:
-        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
-    if family == "torchvision":
-        _replace(trunk, head, nn.Identity())
-    load_strict(trunk, state, what=f"{path} ({name})")
+    with seeded(seed):
+        built = (_timm if family == "timm" else _torchvision)(model_name, weights is not None)
+    url = built.url
+    filename, sha256_prefix = cache_filename(url) if url else (Path(str(weights)).name, None)
     spec = ModelSpec(
         name=f"{family}:{model_name}",
         aliases=(),
         arch=f"{family}:{model_name}",
-        feature_dim=dim,
-        normalization=standardize_kind(mean, std),
+        feature_dim=built.feature_dim,
+        normalization=standardize_kind(built.mean, built.std),
         source="external",
-        url=url,
-        filename=path.name,
-        sha256_prefix=None,
+        url=url or None,
+        filename=filename,
+        sha256_prefix=sha256_prefix,
         method=f"{family} pretrained weights",
         pretraining_data="see the model's card",
         licence="see the model's card",
         description=f"{model_name} from {family}",
     )
-    return spec, trunk.eval(), digest, path
+    return ExternalModel(spec, built.trunk.eval(), f"{built.head}." if built.head else "")

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from medtransfer.download import fetch
 from medtransfer.errors import ModelError
-from medtransfer.models.backbone import build_trunk, load_strict, prepare_state_dict
+from medtransfer.models.archs import build_trunk, prepare_state_dict
+from medtransfer.models.backbone import load_strict
 from medtransfer.models.convert.simclr import (
     _local_prefix,
     convert_simclr_v1,

@@ -6,8 +6,10 @@
   before it can run, with a :class:`ModelError` naming the file and the global.
 * :func:`unwrap` takes the weights out of a checkpoint dict (``'state_dict'``, ``'model'``).
 * :func:`keep_prefix` keeps the keys that START WITH a prefix and strips it (the original
-  used ``prefix in key``, which also kept momentum encoders and queues; spec §6 #9).
+  used ``prefix in key``, which also kept momentum encoders and queues;
+  docs/original-study.md#defect-d9).
 * :func:`drop_prefixes` drops heads (projection MLPs, prototypes, classifiers).
+* :func:`query_encoder` takes a MoCo query encoder out of a checkpoint.
 * :func:`check_arch` / :func:`check_declared_arch` reject a file for the wrong architecture.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,14 +25,7 @@ import torch
 from torch import Tensor
 
 from medtransfer.errors import ModelError
-
-ARCHS: tuple[str, ...] = ("resnet50", "resnet18", "densenet121")
-# The torchvision classifier of each architecture; MoCo-style heads replace exactly it.
-CLASSIFIER_PREFIX: dict[str, str] = {
-    "resnet50": "fc.",
-    "resnet18": "fc.",
-    "densenet121": "classifier.",
-}
+from medtransfer.models.archs import converted_archs, get_arch
 
 _SHOW = 5  # keys quoted in an error message
 _GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
@@ -38,9 +33,10 @@ _GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
 
 def check_arch(arch: str, converter: str) -> None:
     """Raise a ModelError unless ``arch`` is one this project's converters produce."""
-    if arch not in ARCHS:
+    archs = converted_archs()
+    if arch not in archs:
         raise ModelError(
-            f"The {converter} converter makes {', '.join(ARCHS)} weights, not {arch!r}."
+            f"The {converter} converter makes {', '.join(archs)} weights, not {arch!r}."
         )
 
 
@@ -78,12 +74,12 @@ def safe_torch_load(path: Path, *, allowed_globals: Mapping[str, object] | None 
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise _refusal(path, str(err), allowed) from None
+        raise _refusal(path, str(err), allowed) from err
     except Exception as err:  # zip/EOF errors from a truncated or foreign file
         raise ModelError(
             f"The checkpoint {path} cannot be read as a PyTorch file ({_first_line(err)}). It "
             "may be truncated or corrupt; delete it and download it again."
-        ) from None
+        ) from err
 
 
 def _refusal(path: Path, message: str, allowed: Mapping[str, object]) -> ModelError:
@@ -173,3 +169,27 @@ def drop_prefixes(state: Mapping[str, Tensor], prefixes: Iterable[str]) -> dict[
     """``state`` without the entries whose key starts with any of ``prefixes``."""
     dropped = tuple(prefixes)
     return {k: v for k, v in state.items() if not k.startswith(dropped)}
+
+
+def query_encoder(
+    checkpoint: object,
+    arch: str,
+    path: Path,
+    fmt: str,
+    prefix: str,
+    declared_arch: Callable[[Mapping[str, object]], object],
+) -> dict[str, Tensor]:
+    """The MoCo query encoder kept in ``checkpoint['state_dict']`` under ``prefix``.
+
+    Input: ``{'state_dict': {'<prefix><torchvision key>': Tensor, ...}, ...}``.
+    Output: ``{<torchvision key>: Tensor}`` without the encoder's classifier (MoCo's
+    projection head replaces exactly it) and without anything outside ``prefix``.
+
+    Raises:
+        ModelError: no ``'state_dict'``, no key under ``prefix``, or a checkpoint whose
+            ``declared_arch(checkpoint)`` names another architecture than ``arch``.
+    """
+    state = unwrap(checkpoint, "state_dict", path, fmt)
+    check_declared_arch(declared_arch(cast(Mapping[str, object], checkpoint)), arch, path)
+    encoder = keep_prefix(state, prefix, path, fmt)
+    return drop_prefixes(encoder, [get_arch(arch).classifier_prefix])

@@ -22,7 +22,7 @@ stand-in (nothing is imported):
   ``model.hparams`` itself, an AttributeDict (a ``dict`` subclass). It is read as a ``dict``.
 
 Keys follow torchvision's current DenseNet names; legacy names (``norm.1``) are fixed later
-by ``prepare_state_dict``.
+by :func:`medtransfer.models.archs.prepare_state_dict`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from medtransfer.models.convert.common import (
-    CLASSIFIER_PREFIX,
-    check_arch,
-    check_declared_arch,
-    drop_prefixes,
-    keep_prefix,
-    safe_torch_load,
-    unwrap,
-)
+from medtransfer.models.convert.common import check_arch, query_encoder, safe_torch_load
 
 
 class LightningClassStandIn:
@@ -71,10 +63,7 @@ def convert_lightning_moco(path: Path, arch: str) -> dict[str, Tensor]:
     """
     check_arch(arch, "lightning_moco")
     checkpoint = safe_torch_load(path, allowed_globals=ALLOWED_GLOBALS)
-    state = unwrap(checkpoint, "state_dict", path, _FORMAT)
-    check_declared_arch(_declared_arch(checkpoint), arch, path)
-    encoder = keep_prefix(state, QUERY_ENCODER_PREFIX, path, _FORMAT)
-    return drop_prefixes(encoder, [CLASSIFIER_PREFIX[arch]])
+    return query_encoder(checkpoint, arch, path, _FORMAT, QUERY_ENCODER_PREFIX, _declared_arch)
 
 
 def _declared_arch(checkpoint: Mapping[str, object]) -> object:

@@ -17,19 +17,12 @@ Adam state). Only the query encoder is kept, as MoCo's own ``main_lincls.py`` do
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import Tensor
 
-from medtransfer.models.convert.common import (
-    CLASSIFIER_PREFIX,
-    check_arch,
-    check_declared_arch,
-    drop_prefixes,
-    keep_prefix,
-    safe_torch_load,
-    unwrap,
-)
+from medtransfer.models.convert.common import check_arch, query_encoder, safe_torch_load
 
 QUERY_ENCODER_PREFIX = "module.encoder_q."
 _FORMAT = "MoCo checkpoint"
@@ -48,7 +41,9 @@ def convert_moco(path: Path, arch: str) -> dict[str, Tensor]:
     """
     check_arch(arch, "moco")
     checkpoint = safe_torch_load(path)
-    state = unwrap(checkpoint, "state_dict", path, _FORMAT)
-    check_declared_arch(checkpoint.get("arch"), arch, path)
-    encoder = keep_prefix(state, QUERY_ENCODER_PREFIX, path, _FORMAT)
-    return drop_prefixes(encoder, [CLASSIFIER_PREFIX[arch]])
+    return query_encoder(checkpoint, arch, path, _FORMAT, QUERY_ENCODER_PREFIX, _declared_arch)
+
+
+def _declared_arch(checkpoint: Mapping[str, object]) -> object:
+    """The checkpoint's own ``'arch'`` entry (``main_moco.py`` saves ``args.arch``)."""
+    return checkpoint.get("arch")

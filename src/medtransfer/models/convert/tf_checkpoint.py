@@ -464,11 +464,11 @@ def _read_index(prefix: Path) -> tuple[_Header, dict[str, TensorEntry]]:
                 continue  # one slice of a partitioned variable (OrderedCode-encoded name)
             try:
                 name = key.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Corrupt(f"key {key!r} is not UTF-8") from None
+            except UnicodeDecodeError as decode_error:
+                raise _Corrupt(f"key {key!r} is not UTF-8") from decode_error
             entries[name] = _parse_entry(value)
     except _Corrupt as err:
-        raise _corrupt_index(index, str(err)) from None
+        raise _corrupt_index(index, str(err)) from err
     if header.num_shards < 1:
         raise _corrupt_index(index, f"header gives {header.num_shards} data shards")
     if header.min_consumer > _BUNDLE_VERSION:
