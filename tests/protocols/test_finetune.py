@@ -240,6 +240,14 @@ def test_auc_needs_a_binary_task(data: FinetuneData) -> None:
         FinetuneConfig(metric="f1")
 
 
+def test_any_module_with_a_feature_dim_is_a_backbone() -> None:
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ProtocolError, match="feature_dim"):
+        build_model(trunk, 2, seed=0)
+    trunk.feature_dim = 4
+    assert build_model(trunk, 2, seed=0)(torch.rand(1, 3, 8, 8)).shape == (1, 2)
+
+
 def test_cosine_schedule_follows_the_closed_form() -> None:
     cfg = config(lr=0.01, steps=50)
     model = build_model(tiny_backbone(), 2, seed=0)

@@ -68,4 +68,9 @@ class Job:
         """The options dataclasses ``run`` takes after the roots, in order."""
         hints = typing.get_type_hints(self.run)
         names = list(inspect.signature(self.run).parameters)[1:]
+        missing = [name for name in names if name not in hints]
+        if missing:
+            raise TypeError(
+                f"{self.name}: annotate {missing} of its run function with options classes"
+            )
         return tuple(hints[name] for name in names)
