@@ -104,3 +104,29 @@ def test_building_the_command_line_imports_no_torch() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_new_options_class_gets_its_flags_from_its_fields() -> None:
+    import argparse
+    from dataclasses import dataclass
+
+    from medtransfer.jobs.flags import add_flags, option
+
+    @dataclass(frozen=True)
+    class Saliency:
+        layers: tuple[int, ...] = option((3, 4), "layers to map", parse=int_list)
+        patch: int = option(10, "occlusion patch side")
+        keep: bool = option(True, "drop the maps", flags=("--no-keep",))
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Saliency)
+    assert "(default: 3,4)" in parser.format_help() and "(default: 10)" in parser.format_help()
+    parsed = from_args(Saliency, parser.parse_args(["--layers", "1", "--no-keep"]))
+    assert parsed == Saliency(layers=(1,), patch=10, keep=False)
+
+    @dataclass(frozen=True)
+    class Unclear:
+        keep: bool = option(True, "keep")
+
+    with pytest.raises(TypeError, match="clears it"):
+        add_flags(argparse.ArgumentParser(), Unclear)

@@ -103,6 +103,8 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
         if meta.get("parse") is None:
             value_type = _value_type(hints[field.name])
             if value_type is bool:
+                if field.default and not meta.get("flags"):
+                    raise TypeError(f"{field.name} defaults to True: name the flag that clears it")
                 kwargs["action"] = "store_false" if field.default else "store_true"
             else:
                 kwargs["type"] = value_type
