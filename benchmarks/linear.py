@@ -172,8 +172,8 @@ def pipeline_benchmark(per_class: int, image_size: int, model: str) -> list[str]
     from medtransfer.data.manifest import build_manifest
     from medtransfer.data.synthetic import SynthOptions, synthesize
     from medtransfer.data.transforms import Preprocessing
-    from medtransfer.jobs import DataOptions, ModelOptions, RunOptions
     from medtransfer.jobs.linear import LinearOptions, run_linear
+    from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
     from medtransfer.models.loader import load_backbone
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +216,7 @@ def pipeline_benchmark(per_class: int, image_size: int, model: str) -> list[str]
         f"original (2 extractions + sklearn)   {original_s:8.2f} s   C = "
         f"{original.chosen_C:<10.4g} test acc {original.metrics['accuracy']:6.2f}%",
         f"(a) medtransfer, empty store         {cold_s:8.2f} s   C = "
-        f"{cold.result.chosen_C:<10.4g} test acc {cold.result.metrics['accuracy']:6.2f}%   "
+        f"{cold.record['chosen_C']:<10.4g} test acc {cold.metrics['accuracy']:6.2f}%   "
         f"speed-up {original_s / cold_s:.1f}x",
         f"(b) medtransfer, features cached     {warm_s:8.2f} s   "
         f"speed-up {original_s / warm_s:.1f}x",

@@ -1,4 +1,5 @@
-"""The bodies of the command-line sub-commands (parsing lives in :mod:`medtransfer.cli`)."""
+"""The bodies of the command-line sub-commands (parsing lives in :mod:`medtransfer.cli`):
+the ``datasets`` and ``models`` actions, and :func:`run_job` for every registered job."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
-    from medtransfer.jobs import DataOptions, ModelOptions, RunOptions
+    from medtransfer.jobs.options import JobData
 
 
-def datasets_list(roots: Roots) -> int:
+def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
     from medtransfer.data.catalog import CATALOG
 
     rows = []
@@ -32,25 +33,19 @@ def datasets_list(roots: Roots) -> int:
     return 0
 
 
-def data_options(args: argparse.Namespace) -> DataOptions:
-    """The data flags of a command as :class:`~medtransfer.jobs.DataOptions`."""
-    from medtransfer.data.sources.base import LabelOptions
-    from medtransfer.jobs import DataOptions
+def _open_data(roots: Roots, args: argparse.Namespace) -> JobData:
+    """The dataset and manifest the data flags of ``args`` name."""
+    from medtransfer.jobs.flags import from_args
+    from medtransfer.jobs.options import DataOptions
 
-    return DataOptions(
-        args.dataset,
-        split_policy=args.split_policy,
-        split_seed=args.split_seed,
-        val_fraction=args.val_fraction,
-        labels=LabelOptions(uncertain=args.uncertain, pm_positive=args.pm_positive),
-    )
+    return from_args(DataOptions, args).open(roots)
 
 
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.check import check_manifest
     from medtransfer.data.manifest import split_counts
 
-    manifest = data_options(args).manifest(roots)
+    manifest = _open_data(roots, args).manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
     print(split_counts(manifest).to_string())
@@ -65,13 +60,17 @@ def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
 
 
 def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.data.catalog import dataset_key, resolve_dataset
     from medtransfer.data.prepare import prepare
 
-    manifest = data_options(args).manifest(roots)
-    key = dataset_key(resolve_dataset(args.dataset, roots.data, roots.cache).spec)
+    data = _open_data(roots, args)
+    manifest = data.manifest
     folder, written = prepare(
-        manifest, roots.cache, key, args.size, workers=args.workers, progress=not args.no_progress
+        manifest,
+        roots.cache,
+        data.key,
+        args.size,
+        workers=args.workers,
+        progress=not args.no_progress,
     )
     print(f"{manifest.dataset}: {len(manifest)} images at {args.size}px in {folder}")
     print(f"{written} written now, {len(manifest) - written} already there.")
@@ -81,7 +80,7 @@ def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
 def datasets_export(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.fsutil import atomic_write_text
 
-    manifest = data_options(args).manifest(roots)
+    manifest = _open_data(roots, args).manifest
     atomic_write_text(args.out, manifest.table.to_csv(index=False))
     counts = manifest.table["split"].value_counts()
     summary = ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
@@ -217,143 +216,17 @@ def models_convert(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
-def model_options(args: argparse.Namespace) -> ModelOptions:
-    """The model flags of a command."""
-    from medtransfer.jobs import ModelOptions
+def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
+    """Run the registered job ``name`` with the options in ``args``; print its result."""
+    from medtransfer.jobs.flags import from_args
+    from medtransfer.jobs.registry import get_job
 
-    return ModelOptions(args.model, args.weights, args.model_seed, args.no_norm, args.norm)
-
-
-def run_options(args: argparse.Namespace) -> RunOptions:
-    """The compute flags of a command."""
-    from medtransfer.jobs import RunOptions
-
-    return RunOptions(
-        args.device,
-        args.workers,
-        args.batch_size,
-        progress=not args.no_progress,
-        use_prepared=not args.no_prepared,
-    )
-
-
-def int_list(text: str, flag: str) -> list[int]:
-    """``"10,20"`` -> ``[10, 20]``; a clear error naming the flag otherwise."""
-    from medtransfer.errors import ConfigError
-
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}.") from None
-    if not values:
-        raise ConfigError(f"{flag} needs at least one value.")
-    return values
-
-
-def linear(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs.linear import LinearOptions, run_linear
-
-    result = run_linear(
-        roots,
-        data_options(args),
-        model_options(args),
-        LinearOptions(
-            C=args.C,
-            grid_size=args.wd_values,
-            solver=args.solver,
-            image_size=args.image_size,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-            seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
-        ),
-        run_options(args),
-    )
-    source = "extracted now" if result.extracted else "read from the feature store"
-    print(f"features: {source}")
+    job = get_job(name)
+    result = job.run(roots, *(from_args(options, args) for options in job.options))
+    if result.extracted is not None:
+        source = "extracted now" if result.extracted else "read from the feature store"
+        print(f"features: {source}")
     for line in result.lines:
-        if not line.startswith("Accuracy on val set"):
-            print(line)
-    print(f"record: {result.record_path}")
-    return 0
-
-
-def knn(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs.knn import KnnOptions, run_knn
-
-    result = run_knn(
-        roots,
-        data_options(args),
-        model_options(args),
-        KnnOptions(
-            ks=int_list(args.k, "--k"),
-            temperature=args.temperature,
-            image_size=args.image_size,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-        ),
-        run_options(args),
-    )
-    for line in result.lines:
-        print(line)
-    print(f"record: {result.record_path}")
-    return 0
-
-
-def finetune(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs.finetune import FinetuneOptions, run_finetune
-
-    result = run_finetune(
-        roots,
-        data_options(args),
-        model_options(args),
-        FinetuneOptions(
-            steps=args.steps,
-            eval_every=args.eval_every,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            wd=args.wd,
-            early_stopping=args.early_stopping,
-            search=args.search,
-            grid_size=args.grid_size,
-            augment=not args.no_da,
-            image_size=args.image_size,
-            seeds=int_list(args.seeds, "--seeds"),
-            metric=None if args.metric == "dataset" else args.metric,
-            restore_best=not args.test_last,
-            bootstrap=args.bootstrap,
-        ),
-        run_options(args),
-    )
-    for line in result.lines:
-        print(line)
-    print(f"record: {result.record_path}")
-    return 0
-
-
-def few_shot(roots: Roots, args: argparse.Namespace) -> int:
-    from medtransfer.jobs import FewShotOptions, run_few_shot
-
-    result = run_few_shot(
-        roots,
-        data_options(args),
-        model_options(args),
-        FewShotOptions(
-            n_way=args.n_way,
-            n_support=args.n_support,
-            n_query=args.n_query,
-            iter_num=args.iter_num,
-            image_size=args.image_size,
-            resize=args.resize,
-            pool=args.pool,
-            seed=args.seed,
-            seeds=int_list(args.seeds, "--seeds") if args.seeds else None,
-        ),
-        run_options(args),
-    )
-    source = "extracted now" if result.extracted else "read from the feature store"
-    print(f"features: {source}")
-    for line in result.lines[1:]:
         print(line)
     print(f"record: {result.record_path}")
     return 0

@@ -1,4 +1,4 @@
-"""Roots (data, cache, results), offline mode and device choice.
+"""Roots (data, cache, results) and offline mode.
 
 Each root is taken, in order, from its command-line flag, its environment variable, or a
 default that does not depend on the current directory:
@@ -79,22 +79,3 @@ def resolve_roots(
 def is_offline() -> bool:
     """True when ``MEDTRANSFER_OFFLINE`` is set to a true value (1, true, yes, on)."""
     return os.environ.get(ENV_OFFLINE, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def resolve_device(name: str = "auto") -> str:
-    """Map ``auto|cpu|cuda[:N]`` to a torch device string; ``auto`` takes a GPU when present."""
-    import torch
-
-    name = (name or "auto").lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name} was asked for, but torch sees no CUDA device. Use --device cpu "
-                "or --device auto."
-            )
-        return name
-    raise ConfigError(f"Unknown --device {name!r}; use auto, cpu or cuda.")

@@ -19,7 +19,10 @@ import time
 from medtransfer.config import Roots
 from medtransfer.data.demo_sets import DEMO_SET_DESCRIPTION, build_modality_patches
 from medtransfer.data.synthetic import SynthOptions, synthesize
-from medtransfer.jobs import DataOptions, FewShotOptions, ModelOptions, RunOptions, run_few_shot
+from medtransfer.jobs.fewshot import FewShotOptions, run_few_shot
+from medtransfer.jobs.flags import from_args
+from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
+from medtransfer.protocols.fewshot import FewShotSummary
 from medtransfer.textable import format_table
 
 DEMO_MODELS = ("efficientnet-lite0", "random_r18", "random_r50")
@@ -63,13 +66,7 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
         "and says nothing about real tuberculosis."
     )
     print(f"Models: {', '.join(DEMO_MODELS)} (EfficientNet-Lite0 carries real ImageNet weights).\n")
-    run = RunOptions(
-        device=args.device,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        use_prepared=not args.no_prepared,
-    )
+    run = from_args(RunOptions, args)
     rows = []
     for title, short, dataset, data_roots, n_way in sets:
         for model in DEMO_MODELS:
@@ -87,7 +84,13 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
                 ),
                 run,
             )
-            summary = result.summary
+            metrics = result.metrics
+            summary = FewShotSummary(
+                metrics["accuracy"],
+                metrics["accuracy_ci95"],
+                metrics["accuracy_std"],
+                metrics["episodes"],
+            )
             rows.append(
                 (title, f"{n_way}-way", model, f"{summary.accuracy:.2f} ± {summary.ci95:.2f}")
             )

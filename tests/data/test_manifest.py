@@ -95,6 +95,16 @@ def test_montgomery_original_policy_is_recorded(tb_root: Path) -> None:
     assert counts.loc["total", "total"] == 10
 
 
+def test_rows_of_a_missing_split_are_empty_where_select_raises(tb_root: Path) -> None:
+    resolved = resolve_dataset("montgomerycxr", tb_root)
+    manifest = build_manifest(resolved, split_policy="original")
+    assert manifest.rows("val").tolist() == [9] and manifest.rows("test").tolist() == [3, 6]
+    without = build_manifest(resolved, split_policy="original", val_fraction=0.0)
+    assert without.rows("val").dtype == np.int64 and len(without.rows("val")) == 0
+    with pytest.raises(DatasetError, match="'val' has no rows"):
+        without.select("val")
+
+
 def test_hash_is_deterministic_and_policy_sensitive(tb_root: Path) -> None:
     resolved = resolve_dataset("shenzhencxr", tb_root)
     a = build_manifest(resolved)

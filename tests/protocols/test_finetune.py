@@ -12,28 +12,29 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from medtransfer.data.images import load_image
 from medtransfer.data.synthetic import class_pattern, write_image
+from medtransfer.data.transforms import Preprocessing
 from medtransfer.errors import ConfigError, ProtocolError
 from medtransfer.models.backbone import Backbone
 from medtransfer.models.catalog import get_model_spec
 from medtransfer.protocols import finetune as ft
 from medtransfer.protocols.finetune import (
-    FinetuneConfig,
-    FinetuneData,
-    ImageSplit,
     build_model,
-    classification_metrics,
     finetune,
     make_optimisation,
     run_search,
-    score,
     search_grid,
 )
+from medtransfer.protocols.finetune_config import FinetuneConfig
 from medtransfer.protocols.finetune_data import (
     BatchOrder,
+    FinetuneData,
+    ImageSplit,
     augment_image,
     random_resized_crop_params,
 )
+from medtransfer.protocols.metrics import classification_metrics, metric_from_scores
 
 SIZE = 16
 STEPS = 25
@@ -66,7 +67,7 @@ def _split(root: Path, name: str, per_class: int, seed: int) -> ImageSplit:
             write_image(image, path)
             paths.append(path)
             labels.append(label)
-    return ImageSplit(paths, labels)
+    return ImageSplit(paths, labels, load_image)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> FinetuneData:
         val=_split(root, "val", 4, 1),
         test=_split(root, "test", 4, 2),
         n_classes=2,
+        eval_transform=lambda size: Preprocessing(size, resize="shorter"),
     )
 
 
@@ -223,8 +225,8 @@ def test_auc_is_computed_from_probabilities_not_hard_predictions() -> None:
     labels = np.array([0, 0, 1, 1])
     positive = np.array([0.1, 0.3, 0.2, 0.45])  # argmax predicts 0 everywhere
     probs = np.stack([1 - positive, positive], axis=1)
-    assert score("auc", labels, probs) == pytest.approx(75.0)  # 3 of 4 pairs ranked right
-    metrics = classification_metrics("auc", labels, probs)
+    assert metric_from_scores(labels, probs, "auc") == pytest.approx(75.0)  # 3 of 4 pairs right
+    metrics = classification_metrics(labels, probs, "auc")
     assert metrics["auc"] == pytest.approx(75.0)
     assert metrics["balanced_accuracy"] == pytest.approx(50.0)  # what the original reported
     assert metrics["accuracy"] == pytest.approx(50.0)
@@ -236,6 +238,14 @@ def test_auc_needs_a_binary_task(data: FinetuneData) -> None:
         run(three, config(metric="auc"))
     with pytest.raises(ConfigError):
         FinetuneConfig(metric="f1")
+
+
+def test_any_module_with_a_feature_dim_is_a_backbone() -> None:
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ProtocolError, match="feature_dim"):
+        build_model(trunk, 2, seed=0)
+    trunk.feature_dim = 4
+    assert build_model(trunk, 2, seed=0)(torch.rand(1, 3, 8, 8)).shape == (1, 2)
 
 
 def test_cosine_schedule_follows_the_closed_form() -> None:

@@ -58,6 +58,19 @@ def test_bootstrap_interval_contains_the_point_and_is_seeded() -> None:
     assert a.high - a.low < 20
 
 
+def test_bootstrap_skips_undefined_resamples_but_not_bugs() -> None:
+    y = np.array([0, 0, 0, 0, 0, 0, 0, 1])  # many resamples hold class 0 only: no AUC there
+    scores = np.linspace(0, 1, len(y))
+    interval = bootstrap_interval(binary_auc, y, scores, n_resamples=50, seed=0)
+    assert interval.value == pytest.approx(100.0) and interval.low == pytest.approx(100.0)
+
+    def buggy(y_true: np.ndarray, y_score: np.ndarray) -> float:
+        return float(y_score[len(y_true)])  # IndexError: a bug, not an undefined metric
+
+    with pytest.raises(IndexError):
+        bootstrap_interval(buggy, y, scores, n_resamples=5, seed=0)
+
+
 def test_spread_over_seeds() -> None:
     summary = spread([70.0, 72.0, 74.0])
     assert summary.mean == 72.0 and summary.std == pytest.approx(2.0) and summary.n == 3

@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from medtransfer.errors import ProtocolError
-from medtransfer.protocols.logreg import fit_logreg_path, fit_sklearn_path, sklearn_objective
+from medtransfer.protocols.logreg import fit_logreg_path, fit_sklearn_path
 
 
 def _blobs(n_classes: int, n: int = 600, dim: int = 64, seed: int = 0, spread: float = 0.35):
@@ -21,6 +21,26 @@ def _blobs(n_classes: int, n: int = 600, dim: int = 64, seed: int = 0, spread: f
     y = rng.integers(0, n_classes, size=n)
     X = means[y] + rng.normal(size=(n, dim)) + 0.5
     return X.astype(np.float32), y
+
+
+def sklearn_objective(
+    X: np.ndarray, y: np.ndarray, coef: np.ndarray, intercept: np.ndarray, C: float
+) -> float:
+    """scikit-learn's objective (see medtransfer.protocols.logreg) in float64 for
+    (coef, intercept) of scikit-learn's shapes ((1, D) and (1,) for two classes, else (K, D)
+    and (K,))."""
+    X = np.asarray(X, dtype=np.float64)
+    classes, codes = np.unique(np.asarray(y), return_inverse=True)
+    coef = np.asarray(coef, dtype=np.float64)
+    scores = X @ coef.T + np.asarray(intercept, dtype=np.float64)
+    if len(classes) == 2:
+        z = scores[:, 0]
+        losses = np.logaddexp(0.0, z) - codes * z
+    else:
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(shifted).sum(axis=1))
+        losses = lse - shifted[np.arange(len(codes)), codes]
+    return float(losses.mean() + 0.5 / (C * len(codes)) * np.sum(coef * coef))
 
 
 def _sklearn(X: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression:

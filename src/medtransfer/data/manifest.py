@@ -24,7 +24,6 @@ Split policies
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +83,11 @@ class Manifest:
         """The file behind each row (an item ``file#key`` inside a file maps to ``file``)."""
         return [self.root / p.split("#", 1)[0] for p in self.table["path"]]
 
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of a split, shape (n,) int64; empty when the manifest has no such split
+        (no ``val`` with ``--val-fraction 0``). :meth:`select` raises instead."""
+        return np.flatnonzero(self.table["split"].to_numpy() == split).astype(np.int64)
+
     def select(self, split: str) -> np.ndarray:
         """Row indices of a split (``train``, ``test``) or of every row (``all``), shape (n,)."""
         if split == "all":
@@ -93,7 +97,7 @@ class Manifest:
                 f"{self.dataset}: split {split!r} has no rows; splits present: "
                 f"{sorted(set(self.table['split']))}."
             )
-        return np.flatnonzero(self.table["split"].to_numpy() == split)
+        return self.rows(split)
 
 
 def original_split(n_rows: int, seed: int = 42, train_fraction: float = 0.8) -> np.ndarray:
@@ -109,7 +113,7 @@ def original_validation(n_train: int, val_fraction: float = 0.2, seed: int = 0) 
     """The original's validation hold-out: a bool per train position (original order), (n_train,).
 
     ``np.random.seed(0); np.random.shuffle(indices)``; the first ``floor(0.2 n_train)``
-    shuffled positions are val (spec/datasets-and-models.md §4.1). ``seed`` other than 0
+    shuffled positions are val (docs/original-study.md#splits). ``seed`` other than 0
     draws another hold-out the same way (``--seeds`` of the linear probe).
     """
     positions = np.arange(n_train)
@@ -279,8 +283,3 @@ def split_counts(manifest: Manifest) -> pd.DataFrame:
     )
     order = [c for c in ("train", "val", "test", "total") if c in counts.columns]
     return counts.loc[:, order]
-
-
-def describe_params(params: dict[str, Any]) -> str:
-    """One line naming the policies, for logs."""
-    return json.dumps(params, sort_keys=True)

@@ -15,9 +15,8 @@ from PIL import Image
 from medtransfer.data.images import load_image
 from medtransfer.data.sources.base import LabelOptions, SourceTable
 from medtransfer.data.synthetic import SynthOptions
-
-ACCURACY = "accuracy"
-MEAN_PER_CLASS_ACCURACY = "mean per-class accuracy"
+from medtransfer.protocols.metrics import ACCURACY as ACCURACY
+from medtransfer.protocols.metrics import MEAN_PER_CLASS_ACCURACY as MEAN_PER_CLASS_ACCURACY
 
 
 @dataclass(frozen=True)

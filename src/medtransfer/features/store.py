@@ -17,7 +17,6 @@ as it goes, and a re-run resumes from the last finished shard.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from medtransfer.compute import autocast, is_cuda
 from medtransfer.data.images import load_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.prepare import PixelSource, original_pixels
@@ -83,13 +83,6 @@ def feature_key(
     )
 
 
-def _autocast(device: str) -> contextlib.AbstractContextManager[None]:
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def _shards(n_rows: int, shard_rows: int) -> Iterator[tuple[int, int, int]]:
     for index, start in enumerate(range(0, n_rows, shard_rows)):
         yield index, start, min(start + shard_rows, n_rows)
@@ -109,8 +102,9 @@ def extract(
 ) -> np.ndarray:
     """Forward every image once: returns (len(paths), D) float32.
 
-    The backbone is put in eval mode and run under ``torch.inference_mode``; on CUDA with
-    mixed precision. Images are decoded by ``workers`` processes.
+    The backbone is put in eval mode and run under ``torch.inference_mode`` with the
+    inference precision of :mod:`medtransfer.compute`. Images are decoded by ``workers``
+    processes.
     """
     backbone.eval().to(device)
     loader = torch.utils.data.DataLoader(
@@ -118,12 +112,12 @@ def extract(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        pin_memory=device.startswith("cuda"),
+        pin_memory=is_cuda(device),
     )
     chunks: list[np.ndarray] = []
     with (
         torch.inference_mode(),
-        _autocast(device),
+        autocast(device),
         tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar,
     ):
         try:

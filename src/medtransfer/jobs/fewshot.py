@@ -1,57 +1,44 @@
-"""The few-shot job: features from the store, episodes, record."""
+"""Prototypical-network few-shot evaluation over cached features.
+
+Few-shot evaluation as in the original study (prototypical networks, squared Euclidean
+distance to class means), over features extracted once. Prints 'Test Acc = X% +- Y%' and
+writes a record."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from medtransfer.config import Roots
-from medtransfer.data.catalog import resolve_dataset
-from medtransfer.data.transforms import Preprocessing
-from medtransfer.jobs.common import (
-    DataOptions,
-    ModelOptions,
-    RunOptions,
-    feature_params,
-    prepare_features,
-    write_job_record,
-)
-from medtransfer.protocols.fewshot import (
-    FewShotSummary,
-    episode_accuracies,
-    sample_episodes,
-    summarize,
-)
-from medtransfer.protocols.stats import mean_over_seeds
+from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.flags import image_size_option, int_list, option
+from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
 
 
 @dataclass(frozen=True)
 class FewShotOptions:
-    """The original's few-shot flags (spec/evaluations.md §1.1) plus the episode pool."""
+    """The original's few-shot flags (docs/original-study.md#few-shot) plus the episode pool."""
 
-    n_way: int = 5
-    n_support: int = 5
-    n_query: int = 15
-    iter_num: int = 600
-    image_size: int = 224
-    resize: str | None = None  # None: the original's geometry for the dataset
-    pool: str = "all"
-    seed: int = 0
-    seeds: Sequence[int] | None = None  # several episode seeds: mean and spread
-
-
-@dataclass(frozen=True)
-class FewShotResult:
-    """A finished few-shot run."""
-
-    summary: FewShotSummary
-    record_path: Path
-    record: dict[str, Any]
-    extracted: bool
-    lines: list[str]
+    n_way: int = option(5, "classes per episode")
+    n_support: int = option(5, "support images per class")
+    n_query: int = option(15, "query images per class")
+    iter_num: int = option(600, "number of episodes")
+    image_size: int = image_size_option()
+    resize: str | None = option(
+        None,
+        "resize geometry (default: the original's for the dataset)",
+        choices=("square", "shorter"),
+    )
+    pool: str = option(
+        "all",
+        "which split episodes draw from, all as in the original",
+        choices=("all", "train", "test"),
+    )
+    seed: int = option(0, "episode seed")
+    seeds: tuple[int, ...] | None = option(
+        None, "comma-separated episode seeds: one run each, with mean and spread", parse=int_list
+    )
 
 
 def run_few_shot(
@@ -60,31 +47,38 @@ def run_few_shot(
     model: ModelOptions,
     options: FewShotOptions,
     run: RunOptions,
-) -> FewShotResult:
-    """Prototypical-network few-shot evaluation; writes and returns its record."""
-    resolved = resolve_dataset(data.dataset, roots.data, roots.cache)
-    resize = options.resize or resolved.spec.few_shot_resize
+) -> JobResult:
+    """Prototypical-network few-shot evaluation; writes and returns its record.
+
+    Prints ``Test Acc = X% +- Y%`` per episode seed (and the spread over several).
+    """
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.jobs.common import Outcome, prepare_features, write_feature_record
+    from medtransfer.protocols.fewshot import episode_accuracies, sample_episodes, summarize
+    from medtransfer.protocols.stats import format_spread, mean_over_seeds
+
+    opened = data.open(roots)
+    resize = options.resize or opened.spec.few_shot_resize
     preprocessing = Preprocessing(image_size=options.image_size, resize=resize)
-    job = prepare_features(roots, data, model, preprocessing, run)
+    job = prepare_features(roots, opened, model, preprocessing, run)
     start = time.perf_counter()
     rows = job.manifest.select(options.pool)
     labels = job.features.labels[rows]
     seeds = list(options.seeds) if options.seeds else [options.seed]
     per_seed: list[dict[str, Any]] = []
-    summaries: list[FewShotSummary] = []
+    lines = []
+    shape = {"n_way": options.n_way, "n_support": options.n_support, "n_query": options.n_query}
     for seed in seeds:
         episodes = sample_episodes(
             labels,
-            n_way=options.n_way,
-            n_support=options.n_support,
-            n_query=options.n_query,
+            **shape,
             n_episodes=options.iter_num,
             seed=seed,
             class_names=job.manifest.class_names,
         )
         accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
         summary = summarize(accuracies)
-        summaries.append(summary)
+        lines.append((f"[seed {seed}] " if len(seeds) > 1 else "") + summary.line())
         per_seed.append(
             {
                 "accuracy": summary.accuracy,
@@ -94,38 +88,21 @@ def run_few_shot(
             }
         )
     job.timings["episodes_s"] = time.perf_counter() - start
+    metrics = mean_over_seeds(per_seed, "accuracy")
+    if len(seeds) > 1:
+        lines.append(format_spread(metrics, "accuracy", "episode seeds"))
     params: dict[str, Any] = {
-        "n_way": options.n_way,
-        "n_support": options.n_support,
-        "n_query": options.n_query,
+        **shape,
         "iter_num": options.iter_num,
         "pool": options.pool,
         "seeds": seeds if options.seeds else None,
-        **feature_params(job, model),
     }
-    lines = [f"episodes drawn from {len(rows)} rows"]
-    lines += [
-        (f"[seed {seed}] " if len(seeds) > 1 else "") + summary.line()
-        for seed, summary in zip(seeds, summaries, strict=True)
-    ]
-    metrics = mean_over_seeds(per_seed, "accuracy")
+    extra = {}
     if len(seeds) > 1:
-        spread_ = metrics["accuracy_spread"]
-        lines.append(
-            f"over {spread_['n']} episode seeds: {spread_['mean']:.2f}% "
-            f"± {spread_['std']:.2f} (std)"
-        )
-    path, record = write_job_record(
-        roots,
-        job,
-        protocol="few-shot",
-        params=params,
-        seed=seeds[0],
-        metrics=metrics,
-        extra={"per_seed": [{"seed": s, **m} for s, m in zip(seeds, per_seed, strict=True)]}
-        if len(seeds) > 1
-        else {},
-        result_lines=lines,
-    )
-    summary = summaries[0]
-    return FewShotResult(summary, path, record, job.features.computed, lines)
+        extra["per_seed"] = [{"seed": s, **m} for s, m in zip(seeds, per_seed, strict=True)]
+    log_only = [f"episodes drawn from {len(rows)} rows"]
+    outcome = Outcome("few-shot", params, seeds[0], metrics, lines, extra, log_only)
+    return write_feature_record(roots, job, model, outcome)
+
+
+JOB = Job("few-shot", run_few_shot, __doc__)

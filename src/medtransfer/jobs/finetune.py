@@ -1,94 +1,88 @@
-"""The fine-tuning job: manifest splits -> fresh backbone per seed -> trained, tested, recorded.
+"""Fine-tune the whole network (the original's recipe, with its defects fixed).
 
-Unlike the feature protocols it trains the whole network, so it reads images (from a
-pre-resized copy when ``datasets prepare`` made one) rather than the feature store.
-Each seed's run checkpoints under ``<cache>/finetune/<run key>/`` and resumes from there.
+SGD with Nesterov momentum 0.9, cosine schedule over --steps, batch 64, random resized
+crop and horizontal flip. With --early-stopping it trains on train, validates every
+--eval-every steps on val with the dataset's metric, stops after --patience checks without
+improvement and TESTS THE BEST WEIGHTS (the original tested the last ones; --test-last
+reproduces that). Without it, it trains on train+val. AUC comes from probabilities.
+Checkpoints let an interrupted run resume.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from medtransfer.config import Roots
+from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
+from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
+from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
+from medtransfer.protocols.metrics import AUC
 
-from medtransfer.config import Roots, resolve_device
-from medtransfer.data.catalog import dataset_key, resolve_dataset
-from medtransfer.data.manifest import Manifest
-from medtransfer.data.prepare import PixelSource, original_pixels, prepared_pixels
-from medtransfer.fsutil import sha256_json
-from medtransfer.jobs.common import DataOptions, ModelOptions, RunOptions
-from medtransfer.models.backbone import Backbone
-from medtransfer.protocols.finetune import (
-    AUC,
-    FinetuneConfig,
-    FinetuneData,
-    FinetuneResult,
-    ImageSplit,
-    finetune,
-    run_search,
-    score,
-)
-from medtransfer.protocols.metrics import metric_key
-from medtransfer.protocols.stats import format_interval, interval_entries, mean_over_seeds
-from medtransfer.results.records import Record, environment_info, write_record
+if TYPE_CHECKING:
+    from medtransfer.data.manifest import Manifest
+    from medtransfer.data.prepare import PixelSource
+    from medtransfer.protocols.finetune_data import ImageSplit
+
+_RECIPE = FinetuneConfig()
 
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """The original's fine-tuning flags (spec/evaluations.md §3.1) plus our additions."""
+    """The original's fine-tuning flags (docs/original-study.md#finetune) plus our additions.
 
-    steps: int = 5000
-    eval_every: int = 200
-    patience: int = 3
-    batch_size: int = 64
-    lr: float = 1e-2
-    wd: float = 1e-8
-    early_stopping: bool = False
-    search: bool = False
-    grid_size: int = 2
-    augment: bool = True
-    image_size: int = 224
-    seeds: Sequence[int] = field(default=(0,))
-    metric: str | None = None  # None: the dataset's; "auc" as the original's finetune_auc
-    restore_best: bool = True
-    bootstrap: int = 1000
+    The training batch is :class:`RunOptions`' ``batch_size``.
+    """
+
+    steps: int = option(_RECIPE.steps, "optimisation steps")
+    eval_every: int = option(_RECIPE.eval_every, "steps between val checks")
+    patience: int = option(
+        _RECIPE.patience, "checks without improvement", flags=("-p", "--patience")
+    )
+    lr: float = option(_RECIPE.lr, "learning rate")
+    wd: float = option(_RECIPE.wd, "weight decay")
+    early_stopping: bool = option(
+        _RECIPE.early_stopping, "see above", flags=("-e", "--early-stopping")
+    )
+    search: bool = option(
+        False, "the original's lr/wd grid search on val", flags=("-s", "--search")
+    )
+    grid_size: int = option(SEARCH_GRID_SIZE, "points per grid axis", flags=("-g", "--grid-size"))
+    augment: bool = option(_RECIPE.augment, "no training augmentation", flags=("--no-da",))
+    image_size: int = image_size_option(_RECIPE.image_size)
+    seeds: tuple[int, ...] = option((0,), "comma-separated seeds; mean and spread", parse=int_list)
+    metric: str = option(
+        "dataset",
+        "the dataset's metric, or auc (the original's finetune_auc.py, from probabilities)",
+        choices=("dataset", AUC),
+    )
+    restore_best: bool = option(
+        _RECIPE.restore_best,
+        "test the last weights even with early stopping (the original's behaviour)",
+        flags=("--test-last",),
+    )
+    bootstrap: int = bootstrap_option()
 
 
-@dataclass(frozen=True)
-class FinetuneJobResult:
-    """A finished fine-tuning job: one result per seed, the record and summary lines."""
-
-    results: list[FinetuneResult]
-    record_path: Path
-    record: dict[str, Any]
-    lines: list[str]
+def _config(options: FinetuneOptions, run: RunOptions, **fixed: Any) -> FinetuneConfig:
+    """The recipe of one run: the options' recipe fields, the run's batch size and workers,
+    and ``fixed`` (seed, metric, lr, wd)."""
+    shared = {f.name for f in fields(FinetuneConfig)} & {f.name for f in fields(FinetuneOptions)}
+    recipe = {name: getattr(options, name) for name in shared}
+    return FinetuneConfig(
+        **{**recipe, "batch_size": run.batch_size, "workers": run.workers, **fixed}
+    )
 
 
 def _split(manifest: Manifest, pixels: PixelSource, name: str) -> ImageSplit:
-    present = set(manifest.table["split"])
-    rows = manifest.select(name) if name in present else np.array([], dtype=np.int64)
-    labels = manifest.labels
+    from medtransfer.protocols.finetune_data import ImageSplit
+
+    rows, labels = manifest.rows(name), manifest.labels
     return ImageSplit(
         [pixels.paths[i] for i in rows], [int(labels[i]) for i in rows], pixels.loader
     )
-
-
-def _seed_metrics(result: FinetuneResult, metric: str, bootstrap: int, seed: int) -> dict:
-    assert result.test_labels is not None and result.test_probs is not None
-    name = metric_key(metric)
-    entries = interval_entries(
-        name,
-        lambda t, p: score(metric, t, p),
-        result.test_labels,
-        result.test_probs,
-        n_resamples=bootstrap,
-        seed=seed,
-    )
-    return {**result.metrics, **entries}
 
 
 def run_finetune(
@@ -97,49 +91,51 @@ def run_finetune(
     model: ModelOptions,
     options: FinetuneOptions,
     run: RunOptions,
-) -> FinetuneJobResult:
-    """Fine-tune ``model`` on ``data`` once per seed; write one record with every seed."""
+) -> JobResult:
+    """Fine-tune ``model`` on ``data`` once per seed; write one record with every seed.
+
+    Unlike the feature protocols it trains the whole network, so it reads images (from a
+    pre-resized copy when ``datasets prepare`` made one) rather than the feature store.
+    Each seed's run checkpoints under ``<cache>/finetune/<run key>/`` and resumes from
+    there. Prints the test metric of every seed (and the spread over several).
+    """
+    from medtransfer.data.prepare import original_pixels, prepared_pixels
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.fsutil import sha256_json
+    from medtransfer.jobs.common import Outcome, load_model, model_params, write_job_record
+    from medtransfer.protocols.finetune import FinetuneResult, finetune, run_search
+    from medtransfer.protocols.finetune_data import FinetuneData
+    from medtransfer.protocols.metrics import metric_key
+    from medtransfer.protocols.stats import (
+        format_interval,
+        format_spread,
+        mean_over_seeds,
+        metrics_with_interval,
+    )
+
     started = time.perf_counter()
-    resolved = resolve_dataset(data.dataset, roots.data, roots.cache)
-    manifest = data.manifest(roots)
-    metric = options.metric or resolved.spec.metric
-    device = resolve_device(run.device)
-    key = dataset_key(resolved.spec)
+    opened = data.open(roots)
+    manifest = opened.manifest
+    metric = opened.spec.metric if options.metric == "dataset" else options.metric
     pixels = None
     if run.use_prepared:
-        pixels = prepared_pixels(manifest, roots.cache, key, options.image_size)
+        pixels = prepared_pixels(manifest, roots.cache, opened.key, options.image_size)
     pixels = pixels or original_pixels(manifest)
     splits = FinetuneData(
         train=_split(manifest, pixels, "train"),
         val=_split(manifest, pixels, "val"),
         test=_split(manifest, pixels, "test"),
         n_classes=len(manifest.class_names),
+        eval_transform=lambda size: Preprocessing(size, resize="shorter"),
     )
-
-    def fresh() -> Backbone:
-        return model.load(roots, progress=run.progress)
-
-    first = fresh()
+    job = load_model(roots, opened, model, run)
+    first = job.backbone
     results: list[FinetuneResult] = []
     per_seed: list[dict[str, Any]] = []
     searched: dict[str, Any] | None = None
     lr, wd = options.lr, options.wd
     for seed in options.seeds:
-        config = FinetuneConfig(
-            lr=lr,
-            wd=wd,
-            steps=options.steps,
-            batch_size=options.batch_size,
-            eval_every=options.eval_every,
-            patience=options.patience,
-            early_stopping=options.early_stopping,
-            augment=options.augment,
-            image_size=options.image_size,
-            seed=seed,
-            metric=metric,
-            restore_best=options.restore_best,
-            workers=run.workers,
-        )
+        config = _config(options, run, seed=seed, metric=metric, lr=lr, wd=wd)
         run_key = sha256_json(
             {
                 "weights": first.weights_sha256,
@@ -153,26 +149,38 @@ def run_finetune(
         folder = roots.cache / "finetune" / run_key
         if options.search and searched is None:
             found = run_search(
-                fresh,
+                lambda: model.load(roots, progress=run.progress),
                 splits,
                 config,
                 grid_size=options.grid_size,
-                device=device,
+                device=job.device,
                 checkpoint_dir=folder,
                 progress=run.progress,
             )
             searched = {"lr": found.lr, "wd": found.wd, "scores": found.scores}
             lr, wd = found.lr, found.wd
-            config = FinetuneConfig(**{**config.__dict__, "lr": lr, "wd": wd})
-        backbone = first if not results else fresh()
+            config = replace(config, lr=lr, wd=wd)
+        backbone = first if not results else model.load(roots, progress=run.progress)
         result = finetune(
-            backbone, splits, config, device=device, checkpoint_dir=folder, progress=run.progress
+            backbone,
+            splits,
+            config,
+            device=job.device,
+            checkpoint_dir=folder,
+            progress=run.progress,
         )
         results.append(result)
+        assert result.test_labels is not None and result.test_probs is not None
         per_seed.append(
             {
                 "seed": seed,
-                "metrics": _seed_metrics(result, metric, options.bootstrap, seed),
+                "metrics": metrics_with_interval(
+                    result.test_labels,
+                    result.test_probs,
+                    metric,
+                    n_resamples=options.bootstrap,
+                    seed=seed,
+                ),
                 "best_step": result.best_step,
                 "stopped_step": result.stopped_step,
                 "steps_run": result.steps_run,
@@ -191,18 +199,16 @@ def run_finetune(
         for s in per_seed
     ]
     if len(per_seed) > 1:
-        spread_ = metrics[f"{name}_spread"]
-        lines.append(
-            f"over {spread_['n']} seeds: {spread_['mean']:.2f}% ± {spread_['std']:.2f} (std)"
-        )
+        lines.append(format_spread(metrics, name, "seeds"))
     params = {
-        **{k: v for k, v in options.__dict__.items() if k != "seeds"},
+        **{k: v for k, v in asdict(options).items() if k != "seeds"},
+        "batch_size": run.batch_size,
         "seeds": list(options.seeds),
         "lr": lr,
         "wd": wd,
         "metric": metric,
-        "momentum": 0.9,
-        "nesterov": True,
+        "momentum": _RECIPE.momentum,
+        "nesterov": _RECIPE.nesterov,
         "schedule": "cosine",
         "auc_from": "probabilities" if metric == AUC else None,
         "preprocessing": {
@@ -211,35 +217,20 @@ def run_finetune(
             "eval": "shorter-side resize + centre crop",
         },
         "pixels": pixels.describe,
-        "normalization": first.normalization,
-        "no_norm": model.no_norm,
-        "norm": model.norm or "default",
-        "weights": str(model.weights) if model.weights else None,
-        "model_seed": model.model_seed,
+        **model_params(first, model),
         **manifest.params,
     }
-    record = Record(
-        protocol="finetune",
-        model=first.spec.name,
-        dataset=manifest.dataset,
-        params=params,
-        seed=int(options.seeds[0]),
-        metrics=metrics,
-        weights_sha256=first.weights_sha256,
-        manifest_hash=manifest.hash,
-        timings={"total_s": time.perf_counter() - started},
-        environment=environment_info(device),
-        extra={
-            "per_seed": per_seed,
-            "search": searched,
-            "class_names": list(manifest.class_names),
-            "sizes": {
-                "train": results[0].n_train,
-                "val": results[0].n_val,
-                "test": results[0].n_test,
-            },
-        },
-    )
-    log = [f"INFO:root:Params {{'lr': {lr}, 'wd': {wd}}}"] + [f"INFO:root:{line}" for line in lines]
-    path = write_record(roots.results, record, log)
-    return FinetuneJobResult(results, path, record.to_json(), lines)
+    job.timings["total_s"] = time.perf_counter() - started
+    sizes = {"train": results[0].n_train, "val": results[0].n_val, "test": results[0].n_test}
+    extra = {
+        "per_seed": per_seed,
+        "search": searched,
+        "class_names": list(manifest.class_names),
+        "sizes": sizes,
+    }
+    log_only = [f"Params {{'lr': {lr}, 'wd': {wd}}}"]
+    outcome = Outcome("finetune", params, int(options.seeds[0]), metrics, lines, extra, log_only)
+    return write_job_record(roots, job, outcome)
+
+
+JOB = Job("finetune", run_finetune, __doc__)

@@ -1,94 +1,56 @@
-"""The kNN job: cached features, train+val as the neighbour bank, test as queries."""
+"""k-nearest-neighbour classification over cached features.
+
+Cosine-similarity kNN with temperature-weighted votes (as modern SSL benchmarks report
+it): train and val rows vote, test rows are scored with the dataset's metric and a bootstrap
+95% interval, for several k in one pass."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from medtransfer.config import Roots
-from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY
-from medtransfer.data.transforms import Preprocessing
-from medtransfer.jobs.common import (
-    DataOptions,
-    ModelOptions,
-    RunOptions,
-    feature_params,
-    prepare_features,
-    write_job_record,
-)
-from medtransfer.protocols.knn import knn_votes
-from medtransfer.protocols.metrics import (
-    binary_auc,
-    dataset_metric,
-    mean_per_class_accuracy,
-    metric_key,
-)
-from medtransfer.protocols.stats import format_interval, interval_entries
+from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
+from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
 
 
 @dataclass(frozen=True)
 class KnnOptions:
     """kNN flags: neighbour counts, temperature, image size, bootstrap resamples."""
 
-    ks: Sequence[int] = field(default=(10, 20, 100, 200))
-    temperature: float = 0.07
-    image_size: int = 224
-    bootstrap: int = 1000
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class KnnResult:
-    """A finished kNN run: metrics per k and the record."""
-
-    metrics: dict[str, Any]
-    record_path: Path
-    record: dict[str, Any]
-    lines: list[str]
-
-
-def knn_metrics(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    metric: str,
-    *,
-    bootstrap: int,
-    seed: int,
-) -> dict[str, Any]:
-    """The dataset metric with its bootstrap interval, balanced accuracy, binary AUC."""
-    name = metric_key(metric)
-    predictions = scores.argmax(axis=1)
-    out: dict[str, Any] = interval_entries(
-        name,
-        lambda t, p: dataset_metric(metric, t, p),
-        y_true,
-        predictions,
-        n_resamples=bootstrap,
-        seed=seed,
+    ks: tuple[int, ...] = option(
+        (10, 20, 100, 200), "neighbour counts, comma-separated", flags=("--k",), parse=int_list
     )
-    if metric != MEAN_PER_CLASS_ACCURACY:
-        out["balanced_accuracy"] = mean_per_class_accuracy(y_true, predictions)
-    if scores.shape[1] == 2 and len(np.unique(y_true)) == 2:
-        out["auc"] = binary_auc(y_true, scores[:, 1])
-    return out
+    temperature: float = option(0.07, "vote temperature")
+    image_size: int = image_size_option()
+    bootstrap: int = bootstrap_option()
+    seed: int = option(0, "bootstrap seed")
 
 
 def run_knn(
     roots: Roots, data: DataOptions, model: ModelOptions, options: KnnOptions, run: RunOptions
-) -> KnnResult:
-    """kNN over cached features (train and val rows vote, test rows are scored)."""
+) -> JobResult:
+    """kNN over cached features (train and val rows vote, test rows are scored).
+
+    Records every metric per k under ``k<k>_<metric>``; prints the dataset metric per k.
+    """
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.jobs.common import Outcome, prepare_features, write_feature_record
+    from medtransfer.protocols.knn import knn_votes
+    from medtransfer.protocols.metrics import metric_key
+    from medtransfer.protocols.stats import format_interval, metrics_with_interval
+
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
-    job = prepare_features(roots, data, model, preprocessing, run)
+    job = prepare_features(roots, data.open(roots), model, preprocessing, run)
     start = time.perf_counter()
-    bank = np.concatenate([job.manifest.select("train"), _maybe(job, "val")])
+    bank = np.concatenate([job.manifest.select("train"), job.manifest.rows("val")])
     test = job.manifest.select("test")
     features, labels = job.features.features, job.features.labels
-    metric = job.metric
+    metric, name = job.metric, metric_key(job.metric)
     votes = knn_votes(
         features[bank],
         labels[bank],
@@ -101,13 +63,11 @@ def run_knn(
     metrics: dict[str, Any] = {}
     lines = []
     for result in votes:
-        per_k = knn_metrics(
-            labels[test], result.scores, metric, bootstrap=options.bootstrap, seed=options.seed
+        per_k = metrics_with_interval(
+            labels[test], result.scores, metric, n_resamples=options.bootstrap, seed=options.seed
         )
-        metrics.update({f"k{result.k}_{name}": value for name, value in per_k.items()})
-        main = per_k[metric_key(metric)]
-        ci = format_interval(per_k, metric_key(metric))
-        lines.append(f"k={result.k}: {metric} {main:.2f}%{ci}")
+        metrics.update({f"k{result.k}_{key}": value for key, value in per_k.items()})
+        lines.append(f"k={result.k}: {metric} {per_k[name]:.2f}%{format_interval(per_k, name)}")
     job.timings["knn_s"] = time.perf_counter() - start
     params = {
         "ks": list(options.ks),
@@ -115,22 +75,10 @@ def run_knn(
         "bootstrap": options.bootstrap,
         "bank": "train+val",
         "metric": metric,
-        **feature_params(job, model),
     }
-    path, record = write_job_record(
-        roots,
-        job,
-        protocol="knn",
-        params=params,
-        seed=options.seed,
-        metrics=metrics,
-        extra={"bank_rows": len(bank), "test_rows": len(test)},
-        result_lines=lines,
-    )
-    return KnnResult(metrics, path, record, lines)
+    extra = {"bank_rows": len(bank), "test_rows": len(test)}
+    outcome = Outcome("knn", params, options.seed, metrics, lines, extra)
+    return write_feature_record(roots, job, model, outcome)
 
 
-def _maybe(job: Any, split: str) -> np.ndarray:
-    """Rows of a split, or none when the manifest has no such split (val fraction 0)."""
-    present = set(job.manifest.table["split"])
-    return job.manifest.select(split) if split in present else np.array([], dtype=np.int64)
+JOB = Job("knn", run_knn, __doc__)

@@ -1,16 +1,16 @@
 """Few-shot evaluation with prototypical networks over cached features.
 
-The original study (spec/evaluations.md §1) drew ``iter_num`` episodes; in each it picked
-``n_way`` classes, drew ``n_support + n_query`` distinct images per class, embedded them,
-took each class's mean support embedding as its prototype and classified each query by
-the nearest prototype in squared Euclidean distance. It reported the mean episode accuracy
-and ``1.96 * std / sqrt(episodes)`` (population std) in percent.
+The original study (docs/original-study.md#few-shot) drew ``iter_num`` episodes; in each
+it picked ``n_way`` classes, drew ``n_support + n_query`` distinct images per class,
+embedded them, took each class's mean support embedding as its prototype and classified
+each query by the nearest prototype in squared Euclidean distance. It reported the mean
+episode accuracy and ``1.96 * std / sqrt(episodes)`` (population std) in percent.
 
 Here the same computation runs on features extracted once. Episodes are drawn from a
 dedicated ``numpy.random.Generator`` seeded by ``seed`` and depend only on the labels, so
 one seed gives the same episodes whatever the backbone (in the original they shifted with
-the architecture, spec §6 #34). Episode indices are sampled up front and the prototype
-scoring is vectorised over episodes.
+the architecture, docs/original-study.md#defect-d34). Episode indices are sampled up front
+and the prototype scoring is vectorised over episodes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Full fine-tuning of a backbone with a linear head (spec/evaluations.md §3), fixed.
+"""Full fine-tuning of a backbone with a linear head (docs/original-study.md#finetune), fixed.
 
 The original trained ``nn.Sequential(backbone, nn.Linear(D, C))`` end to end with SGD
 (momentum 0.9, Nesterov) under a cosine schedule for a fixed number of steps, optionally
@@ -7,11 +7,12 @@ early-stopping on a validation split. Kept as the original did it:
 * the optimiser, the schedule (``CosineAnnealingLR(T_max=steps)`` stepped per optimiser
   step, also when early stopping ends training sooner), the loop that restarts the loader
   until ``steps``, BatchNorm in train mode, the augmentation, the early-stopping rule and
-  its patience, and the search grid (§3.5, weight decay passed as ``w / lr``);
+  its patience, and the search grid (docs/original-study.md#finetune-search, weight decay
+  passed as ``w / lr``);
 * with early stopping, training uses ``train`` and validates on ``val``; without it,
   training uses ``train + val`` and nothing is validated.
 
-Fixed (§9.4):
+Fixed (docs/original-study.md#defect-e18, #defect-e23):
 
 * the best validation state is a *copy*, and it is restored before testing
   (``restore_best=True``; ``False`` tests the last weights, as the original in effect did);
@@ -19,6 +20,9 @@ Fixed (§9.4):
 * every random draw comes from a seeded generator (see ``finetune_data``), and a run writes
   resumable checkpoints: a run killed and restarted ends with the same weights as one
   that was never interrupted (bitwise on the CPU).
+
+The backbone is any ``nn.Module`` mapping images (B, 3, H, W) in [0, 1] to features
+(B, D) with an int attribute ``feature_dim`` = D.
 """
 
 from __future__ import annotations
@@ -37,48 +41,41 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from medtransfer.data.spec import ACCURACY, MEAN_PER_CLASS_ACCURACY
+from medtransfer.compute import autocast, grad_scaler, is_cuda
 from medtransfer.errors import ConfigError, ProtocolError
 from medtransfer.fsutil import atomic_write_bytes, sha256_json
-from medtransfer.models.backbone import Backbone
+from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.finetune_data import (
     BatchOrder,
     EvalImages,
+    FinetuneData,
     ImageSplit,
+    ImageTransform,
     TrainImages,
     derive_seed,
 )
 from medtransfer.protocols.metrics import (
-    accuracy,
-    binary_auc,
-    dataset_metric,
-    mean_per_class_accuracy,
+    AUC,
+    classification_metrics,
+    metric_from_scores,
+    metric_key,
 )
 
 __all__ = [
-    "AUC",
     "CHECKPOINT_NAME",
-    "FINETUNE_METRICS",
     "WEIGHTS_NAME",
-    "FinetuneConfig",
-    "FinetuneData",
     "FinetuneResult",
-    "ImageSplit",
     "SearchResult",
     "StepCallback",
     "build_model",
-    "classification_metrics",
     "evaluate",
     "finetune",
     "make_optimisation",
     "run_search",
-    "score",
     "search_grid",
     "validation_metric",
 ]
 
-AUC = "auc"
-FINETUNE_METRICS: tuple[str, ...] = (ACCURACY, MEAN_PER_CLASS_ACCURACY, AUC)
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "finetuned.pt"
 CHECKPOINT_VERSION = 1
@@ -89,79 +86,12 @@ _HEAD_TAG = 3  # seed-derivation tag of the head's initialisation
 StepCallback = Callable[[int, float, nn.Module], None]
 
 
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything that decides a fine-tuning run (defaults: the original's, §3.1).
-
-    ``metric`` is the dataset metric watched by early stopping and reported on the test
-    set. ``amp`` applies on CUDA only. ``restore_best`` tests the best validation state
-    (our fix); ``False`` tests the last weights, as the original did. ``workers`` is the
-    number of DataLoader processes (results do not depend on it).
-    """
-
-    lr: float = 1e-2
-    wd: float = 1e-8
-    momentum: float = 0.9
-    nesterov: bool = True
-    steps: int = 5000
-    batch_size: int = 64
-    eval_every: int = 200
-    patience: int = 3
-    early_stopping: bool = False
-    augment: bool = True
-    image_size: int = 224
-    seed: int = 0
-    amp: bool = True
-    metric: str = ACCURACY
-    restore_best: bool = True
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.metric not in FINETUNE_METRICS:
-            raise ConfigError(
-                f"Unknown fine-tuning metric {self.metric!r}; use one of {FINETUNE_METRICS}."
-            )
-        positive = ("steps", "batch_size", "eval_every", "patience", "image_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"Fine-tuning {name} must be at least 1, got {getattr(self, name)}."
-                )
-        if self.lr <= 0 or self.wd < 0:
-            raise ConfigError(
-                f"Fine-tuning needs lr > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}."
-            )
-        if self.seed < 0 or self.workers < 0:
-            raise ConfigError("Fine-tuning seed and workers must be non-negative.")
-
-    def training_key(self) -> dict[str, Any]:
-        """The fields a checkpoint must agree on to be resumed (all but workers and
-        restore_best, which do not change the training trajectory)."""
-        key = asdict(self)
-        del key["workers"], key["restore_best"]
-        return key
-
-
-@dataclass(frozen=True)
-class FinetuneData:
-    """The three splits and the number of classes C (labels are ints in [0, C))."""
-
-    train: ImageSplit
-    val: ImageSplit
-    test: ImageSplit
-    n_classes: int
-
-    def training_split(self, early_stopping: bool) -> ImageSplit:
-        """``train`` with early stopping, else ``train + val`` (the original's trainval)."""
-        return self.train if early_stopping else self.train.concat(self.val)
-
-
 @dataclass
 class FinetuneResult:
     """Outcome of :func:`finetune`.
 
-    ``metrics``: test-set values, all in percent: ``config.metric``, ``accuracy``,
-    ``balanced_accuracy`` and, for binary tasks, ``auc`` (from probabilities).
+    ``metrics``: test-set values, all in percent:
+    :func:`~medtransfer.protocols.metrics.classification_metrics` of the probabilities.
     ``state_dict``: the tested weights of ``Sequential(backbone, head)`` on the CPU.
     """
 
@@ -189,7 +119,7 @@ class FinetuneResult:
     @property
     def value(self) -> float:
         """The test value of the dataset metric."""
-        return self.metrics[self.metric]
+        return self.metrics[metric_key(self.metric)]
 
 
 @dataclass
@@ -219,16 +149,28 @@ class _TrainState:
 # --------------------------------------------------------------------------- model
 
 
-def build_model(backbone: Backbone, n_classes: int, seed: int) -> nn.Sequential:
+def feature_dim(backbone: nn.Module) -> int:
+    """The backbone's ``feature_dim`` (D), checked."""
+    dim = getattr(backbone, "feature_dim", None)
+    if not isinstance(dim, int) or dim < 1:
+        raise ProtocolError(
+            f"Fine-tuning needs a backbone with a positive int feature_dim; "
+            f"{type(backbone).__name__} has {dim!r}."
+        )
+    return dim
+
+
+def build_model(backbone: nn.Module, n_classes: int, seed: int) -> nn.Sequential:
     """``Sequential(backbone, Linear(D, C))``: (B, 3, H, W) in [0, 1] -> logits (B, C).
 
     The head gets PyTorch's default Linear initialisation (uniform in ±1/sqrt(D) for weight
     and bias) drawn from a generator seeded by ``seed``; the global RNG is not touched.
     """
+    dim = feature_dim(backbone)
     with torch.random.fork_rng(devices=[]):  # construction draws a default init; discarded
-        head = nn.Linear(backbone.feature_dim, n_classes)
+        head = nn.Linear(dim, n_classes)
     generator = torch.Generator().manual_seed(derive_seed(seed, _HEAD_TAG))
-    bound = 1 / math.sqrt(backbone.feature_dim)
+    bound = 1 / math.sqrt(dim)
     with torch.no_grad():
         head.weight.uniform_(-bound, bound, generator=generator)
         head.bias.uniform_(-bound, bound, generator=generator)
@@ -240,24 +182,23 @@ def _cpu_copy(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _autocast(device: torch.device, amp: bool) -> Any:
-    enabled = amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
 def evaluate(
-    model: nn.Module, split: ImageSplit, config: FinetuneConfig, device: torch.device
+    model: nn.Module,
+    split: ImageSplit,
+    transform: ImageTransform,
+    config: FinetuneConfig,
+    device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Eval mode, no grad, over ``split`` with the eval transform.
+    """Eval mode, no grad, over ``split`` with the eval ``transform``.
 
     Returns (labels (N,) int64, softmax probabilities (N, C) float64). The model is put
     back into train mode afterwards.
     """
     loader = torch.utils.data.DataLoader(
-        EvalImages(split, config.image_size),
+        EvalImages(split, transform),
         batch_size=config.batch_size,
         shuffle=False,
         num_workers=config.workers,
@@ -268,7 +209,7 @@ def evaluate(
     try:
         with torch.no_grad():
             for images, targets in loader:
-                with _autocast(device, config.amp):
+                with autocast(device, training=True, enabled=config.amp):
                     logits = model(images.to(device))
                 probs.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
                 labels.append(targets.numpy().astype(np.int64))
@@ -279,39 +220,16 @@ def evaluate(
     return np.concatenate(labels), np.concatenate(probs)
 
 
-def score(metric: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """The dataset metric (percent) of probabilities ``probs`` (N, C) against ``labels`` (N,).
-
-    ``auc`` needs C == 2 and ranks by the positive class's probability ``probs[:, 1]``;
-    the accuracies use ``argmax``.
-    """
-    if metric == AUC:
-        if probs.shape[1] != 2:
-            raise ProtocolError(f"AUC needs a binary task; this one has {probs.shape[1]} classes.")
-        return binary_auc(labels, probs[:, 1])
-    return dataset_metric(metric, labels, probs.argmax(axis=1))
-
-
-def classification_metrics(metric: str, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """``metric``, ``accuracy``, ``balanced_accuracy`` and (binary with both classes present)
-    ``auc``, all in percent, from ``probs`` (N, C) and ``labels`` (N,)."""
-    predictions = probs.argmax(axis=1)
-    metrics = {
-        "accuracy": accuracy(labels, predictions),
-        "balanced_accuracy": mean_per_class_accuracy(labels, predictions),
-    }
-    if probs.shape[1] == 2 and set(np.unique(labels)) == {0, 1}:
-        metrics[AUC] = binary_auc(labels, probs[:, 1])
-    metrics[metric] = score(metric, labels, probs)
-    return metrics
-
-
 def validation_metric(
-    model: nn.Module, split: ImageSplit, config: FinetuneConfig, device: torch.device
+    model: nn.Module,
+    split: ImageSplit,
+    transform: ImageTransform,
+    config: FinetuneConfig,
+    device: torch.device,
 ) -> float:
     """The dataset metric of ``model`` on the validation ``split`` (percent)."""
-    labels, probs = evaluate(model, split, config, device)
-    return score(config.metric, labels, probs)
+    labels, probs = evaluate(model, split, transform, config, device)
+    return metric_from_scores(labels, probs, config.metric)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -349,7 +267,7 @@ def _load_checkpoint(path: Path, parts: dict[str, Any], fingerprint: str) -> _Tr
     except Exception as err:
         raise ProtocolError(
             f"The fine-tuning checkpoint {path} cannot be read ({err}); delete it to start over."
-        ) from None
+        ) from err
     if payload.get("version") != CHECKPOINT_VERSION or payload.get("fingerprint") != fingerprint:
         raise ProtocolError(
             f"The fine-tuning checkpoint {path} belongs to a run with other settings or data; "
@@ -396,7 +314,7 @@ def _train_step(
     model, optimizer, scaler = parts["model"], parts["optimizer"], parts["scaler"]
     images, labels = images.to(device), labels.to(device)
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(device, amp):
+    with autocast(device, training=True, enabled=amp):
         logits = model(images)
         loss = nn.functional.cross_entropy(logits, labels)
     scaler.scale(loss).backward()
@@ -421,7 +339,7 @@ def make_optimisation(
         weight_decay=config.wd,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
+    scaler = grad_scaler(device, enabled=config.amp)
     return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
@@ -439,9 +357,10 @@ def _train(
     model = parts["model"]
     split = data.training_split(config.early_stopping)
     order = BatchOrder(len(split), config.batch_size, config.seed)
-    dataset = TrainImages(split, config.image_size, config.augment)
+    transform = data.eval_transform(config.image_size)
+    dataset = TrainImages(split, config.image_size, config.augment, transform)
     batches: Generator[tuple[int, Tensor, Tensor], None, None] = order.iterate(
-        dataset, state.step + 1, config.workers, pin_memory=device.type == "cuda"
+        dataset, state.step + 1, config.workers, pin_memory=is_cuda(device)
     )
     model.train()
     with (
@@ -461,7 +380,7 @@ def _train(
             state.step = step
             stop = False
             if config.early_stopping and step % config.eval_every == 0:
-                last_val = validation_metric(model, data.val, config, device)
+                last_val = validation_metric(model, data.val, transform, config, device)
                 stop = _early_stopping_check(state, model, last_val, config.patience)
             postfix = {"loss": f"{loss:.3f}", "acc": f"{acc:.1f}"}
             if state.val_curve:
@@ -500,7 +419,7 @@ def _check_data(data: FinetuneData, config: FinetuneConfig) -> None:
 
 
 def finetune(
-    backbone: Backbone,
+    backbone: nn.Module,
     data: FinetuneData,
     config: FinetuneConfig,
     *,
@@ -545,8 +464,9 @@ def finetune(
     if config.early_stopping and config.restore_best and state.best_state is not None:
         model.load_state_dict(state.best_state)
         tested = "best"
-    labels, probs = evaluate(model, data.test, config, device)
-    metrics = classification_metrics(config.metric, labels, probs)
+    transform = data.eval_transform(config.image_size)
+    labels, probs = evaluate(model, data.test, transform, config, device)
+    metrics = classification_metrics(labels, probs, config.metric)
     weights = _cpu_copy(model)
     weights_path = None
     if checkpoint_dir is not None:
@@ -585,8 +505,8 @@ def finetune(
 # --------------------------------------------------------------------------- search
 
 
-def search_grid(g: int = 2) -> list[tuple[float, float]]:
-    """The original's (lr, wd) grid (§3.5), in its order.
+def search_grid(g: int = SEARCH_GRID_SIZE) -> list[tuple[float, float]]:
+    """The original's (lr, wd) grid (docs/original-study.md#finetune-search), in its order.
 
     lr runs over ``logspace(-4, -1, g)`` from largest to smallest; for each, ``w`` runs over
     ``[0] + logspace(-6, -3, g)`` and the weight decay passed is ``w / lr``. So g = 2 gives
@@ -601,11 +521,11 @@ def search_grid(g: int = 2) -> list[tuple[float, float]]:
 
 
 def run_search(
-    backbone_factory: Callable[[], Backbone],
+    backbone_factory: Callable[[], nn.Module],
     data: FinetuneData,
     config: FinetuneConfig,
     *,
-    grid_size: int = 2,
+    grid_size: int = SEARCH_GRID_SIZE,
     device: str | torch.device = "cpu",
     checkpoint_dir: Path | None = None,
     progress: bool = True,

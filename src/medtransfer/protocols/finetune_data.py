@@ -1,7 +1,10 @@
 """Data side of fine-tuning: splits, seeded augmentation, and a resumable batch order.
 
-Nothing here reads the global RNG (spec/evaluations.md §3.3 used ``RandomResizedCrop`` and
-shuffling samplers on the global and worker RNGs):
+The job supplies how an item is decoded (``ImageSplit.loader``) and the evaluation geometry
+(``FinetuneData.eval_transform``); this module adds the training augmentation.
+
+Nothing here reads the global RNG (the original, docs/original-study.md#finetune, used
+``RandomResizedCrop`` and shuffling samplers on the global and worker RNGs):
 
 * the order of epoch ``e`` is ``torch.randperm`` from a ``torch.Generator`` seeded by
   ``(seed, e)``;
@@ -25,8 +28,6 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from medtransfer.data.images import load_image
-from medtransfer.data.transforms import Preprocessing
 from medtransfer.errors import ProtocolError
 from medtransfer.fsutil import sha256_json
 
@@ -35,7 +36,9 @@ __all__ = [
     "CROP_SCALE",
     "BatchOrder",
     "EvalImages",
+    "FinetuneData",
     "ImageSplit",
+    "ImageTransform",
     "TrainImages",
     "augment_image",
     "derive_seed",
@@ -44,6 +47,10 @@ __all__ = [
 
 CROP_SCALE: tuple[float, float] = (0.08, 1.0)
 CROP_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
+
+#: An RGB image -> a (3, S, S) float32 tensor in [0, 1] (no normalisation: the backbone
+#: normalises inside).
+ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 _ORDER_TAG = 1  # seed-derivation tags keep the two streams apart
 _AUGMENT_TAG = 2
@@ -57,11 +64,12 @@ def derive_seed(*parts: int) -> int:
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """Items of one split: ``paths`` (N,), int ``labels`` (N,), and the decoder of one item."""
+    """Items of one split: ``paths`` (N,), int ``labels`` (N,), and ``loader``, which
+    decodes one item path to an RGB image."""
 
     paths: list[Path]
     labels: list[int]
-    loader: Callable[[Path], Image.Image] = field(default=load_image, compare=False)
+    loader: Callable[[Path], Image.Image] = field(compare=False)
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -84,6 +92,23 @@ class ImageSplit:
     def fingerprint(self) -> str:
         """sha256 of the paths and labels, to refuse resuming on different data."""
         return sha256_json([[str(p) for p in self.paths], [int(y) for y in self.labels]])
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """The three splits, the number of classes C (labels are ints in [0, C)) and the
+    evaluation geometry: ``eval_transform(S)`` is the :data:`ImageTransform` to size S of
+    validation and test images (and of training images without augmentation)."""
+
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    n_classes: int
+    eval_transform: Callable[[int], ImageTransform]
+
+    def training_split(self, early_stopping: bool) -> ImageSplit:
+        """``train`` with early stopping, else ``train + val`` (the original's trainval)."""
+        return self.train if early_stopping else self.train.concat(self.val)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -140,14 +165,16 @@ class TrainImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Training items keyed by ``(index, sample_seed)``.
 
     item -> (image (3, S, S) float32 in [0, 1], label). With ``augment`` the image is the
-    seeded random crop and flip of :func:`augment_image`; otherwise the eval transform.
+    seeded random crop and flip of :func:`augment_image`; otherwise ``eval_transform``.
     """
 
-    def __init__(self, split: ImageSplit, image_size: int, augment: bool) -> None:
+    def __init__(
+        self, split: ImageSplit, image_size: int, augment: bool, eval_transform: ImageTransform
+    ) -> None:
         self.split = split
         self.image_size = image_size
         self.augment = augment
-        self.eval_transform = Preprocessing(image_size, resize="shorter")
+        self.eval_transform = eval_transform
 
     def __len__(self) -> int:
         return len(self.split)
@@ -163,11 +190,11 @@ class TrainImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
 
 
 class EvalImages(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """item i -> (``Preprocessing(S, 'shorter')`` image (3, S, S) in [0, 1], label)."""
+    """item i -> (``transform`` of image i, (3, S, S) in [0, 1], label)."""
 
-    def __init__(self, split: ImageSplit, image_size: int) -> None:
+    def __init__(self, split: ImageSplit, transform: ImageTransform) -> None:
         self.split = split
-        self.transform = Preprocessing(image_size, resize="shorter")
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.split)

@@ -1,6 +1,6 @@
 """Linear evaluation: L2 logistic regression on frozen features, C chosen on a hold-out split.
 
-The original (spec/evaluations.md §2.3): for each C of a 45-point grid, in order of
+The original (docs/original-study.md#linear): for each C of a 45-point grid, in order of
 descending C, fit ``LogisticRegression(solver='lbfgs', warm_start=True)`` (max_iter 100,
 tol 1e-4) on the train features and score the val features with the dataset metric; the
 chosen C is the first whose score is STRICTLY greater than the running best, which starts
@@ -11,7 +11,7 @@ Here the same procedure runs on cached features with either solver:
 
 * ``solver="sklearn"``: the original's procedure literally (one estimator reused along the
   grid and for the refit), with ConvergenceWarnings counted instead of silenced
-  (spec §9.3 #14).
+  (docs/original-study.md#defect-e14).
 * ``solver="torch"``: :func:`fit_logreg_path`, the same objective and tolerance, warm
   started along the grid, by default with up to 1000 iterations so that every fit
   converges (the original stopped at 100 and hid the warnings).
@@ -40,7 +40,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from medtransfer.data.spec import ACCURACY
 from medtransfer.errors import ProtocolError
 from medtransfer.protocols.logreg import (
     BinaryMode,
@@ -49,21 +48,25 @@ from medtransfer.protocols.logreg import (
     fit_sklearn_path,
 )
 from medtransfer.protocols.metrics import (
+    ACCURACY,
     METRICS,
-    accuracy,
-    binary_auc,
+    classification_metrics,
     dataset_metric,
-    mean_per_class_accuracy,
-    metric_key,
 )
 
 Solver = Literal["torch", "sklearn"]
 RefitInit = Literal["last", "chosen", "zeros"]
 
-# The original's ``C = 1. / wd.item()`` for ``wd in torch.logspace(-6, 5, 45)``: the grid
-# is float32, the reciprocal is taken in float64. 45 values 10^(k/4), k = 24, 23, ..., -20,
-# i.e. 1e6 down to 1e-5 (the readme's "1e-6 to 1e5" is the range of wd, spec §9.3 #15).
-C_GRID: tuple[float, ...] = tuple(1.0 / w for w in torch.logspace(-6, 5, 45).tolist())
+
+def c_grid(points: int) -> tuple[float, ...]:
+    """``C = 1 / w`` for ``w`` in ``torch.logspace(-6, 5, points)``, in that order: the
+    original's grid of ``points`` values (its -w), float32 grid, reciprocal in float64."""
+    return tuple(1.0 / w for w in torch.logspace(-6, 5, points).tolist())
+
+
+# The original's 45 values 10^(k/4), k = 24, 23, ..., -20, i.e. 1e6 down to 1e-5 (the
+# readme's "1e-6 to 1e5" is the range of wd, docs/original-study.md#defect-e15).
+C_GRID: tuple[float, ...] = c_grid(45)
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,9 @@ class LinearResult:
     """A finished linear evaluation.
 
     ``val_curve``: ((C, val score), ...) in grid order, empty with ``fixed_C``;
-    ``metrics``: the test metric under its record key (``accuracy`` or
-    ``mean_per_class_accuracy``), ``accuracy``, ``balanced_accuracy`` and, for two classes,
-    ``auc`` from the positive-class probability (all in percent);
+    ``metrics``: :func:`~medtransfer.protocols.metrics.classification_metrics` of the test
+    probabilities (the test metric under its record key, ``accuracy``,
+    ``balanced_accuracy`` and, for two classes, ``auc``; all in percent);
     ``test_predictions``: (N_test,) labels; ``test_probabilities``: (N_test, K), columns
     ordered as ``classes``; ``n_iter``/``converged``: per grid fit, then the refit;
     ``unconverged``: how many of those fits stopped unconverged (for scikit-learn, the
@@ -107,26 +110,6 @@ def select_C(curve: Sequence[tuple[float, float]]) -> float:
         if score > best_score:
             best_score, best_C = score, C
     return best_C
-
-
-def evaluation_metrics(
-    metric: str,
-    y_true: np.ndarray,
-    predictions: np.ndarray,
-    probabilities: np.ndarray,
-    classes: np.ndarray,
-) -> dict[str, float]:
-    """Test metrics (percent) from labels (N,), predictions (N,) and probabilities (N, K)
-    whose columns are ``classes`` (K,); AUC only for two classes, both present."""
-    out = {
-        metric_key(metric): dataset_metric(metric, y_true, predictions),
-        "accuracy": accuracy(y_true, predictions),
-        "balanced_accuracy": mean_per_class_accuracy(y_true, predictions),
-    }
-    if len(classes) == 2 and len(np.unique(y_true)) == 2:
-        positive = (y_true == classes[1]).astype(np.int64)
-        out["auc"] = binary_auc(positive, probabilities[:, 1])
-    return out
 
 
 class _Fitter:
@@ -258,8 +241,8 @@ def linear_evaluation(
         chosen_C=chosen,
         val_curve=curve,
         metric=metric,
-        metrics=evaluation_metrics(
-            metric, np.asarray(y_test), predictions, probabilities, final.classes_
+        metrics=classification_metrics(
+            np.asarray(y_test), probabilities, metric, classes=final.classes_
         ),
         test_predictions=predictions,
         test_probabilities=probabilities,

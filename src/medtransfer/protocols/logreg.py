@@ -599,7 +599,7 @@ def fit_sklearn_path(
                 C=float(C),
                 n_iter=int(np.max(clf.n_iter_)),
                 converged=not warned,
-                stop=_sklearn_stop(warned, clf, max_iter),
+                stop=_sklearn_stop(warned, clf),
                 objective=math.nan,
                 grad_max=math.nan,
                 seconds=seconds,
@@ -608,26 +608,7 @@ def fit_sklearn_path(
     return models, clf
 
 
-def _sklearn_stop(warned: bool, clf: LogisticRegression, max_iter: int) -> str:
+def _sklearn_stop(warned: bool, clf: LogisticRegression) -> str:
     if not warned:
         return "tol"
     return "max_iter" if int(np.max(clf.n_iter_)) >= clf.max_iter else "warning"
-
-
-def sklearn_objective(
-    X: np.ndarray, y: np.ndarray, coef: np.ndarray, intercept: np.ndarray, C: float
-) -> float:
-    """scikit-learn's objective (module docstring) in float64 for (coef, intercept) of
-    scikit-learn's shapes ((1, D) and (1,) for two classes, else (K, D) and (K,))."""
-    X = np.asarray(X, dtype=np.float64)
-    classes, codes = np.unique(np.asarray(y), return_inverse=True)
-    coef = np.asarray(coef, dtype=np.float64)
-    scores = X @ coef.T + np.asarray(intercept, dtype=np.float64)
-    if len(classes) == 2:
-        z = scores[:, 0]
-        losses = np.logaddexp(0.0, z) - codes * z
-    else:
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        lse = np.log(np.exp(shifted).sum(axis=1))
-        losses = lse - shifted[np.arange(len(codes)), codes]
-    return float(losses.mean() + 0.5 / (C * len(codes)) * np.sum(coef * coef))

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medtransfer.errors import ProtocolError
+from medtransfer.protocols.metrics import classification_metrics, metric_from_scores, metric_key
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -30,8 +33,9 @@ def bootstrap_interval(
 
     ``y_true``: (M,); ``y_score``: (M,) predictions or (M,) / (M, K) scores, whatever
     ``metric`` takes. Resamples rows with replacement ``n_resamples`` times with a seeded
-    generator; resamples on which the metric is undefined (e.g. AUC with one class) are
-    skipped.
+    generator; resamples on which the metric is undefined (it raises
+    :class:`~medtransfer.errors.ProtocolError`, e.g. AUC with one class) are skipped. Any
+    other error is a bug in ``metric`` and propagates.
     """
     y_true = np.asarray(y_true)
     y_score = np.asarray(y_score)
@@ -43,7 +47,7 @@ def bootstrap_interval(
         rows = rng.integers(0, len(y_true), size=len(y_true))
         try:
             values.append(metric(y_true[rows], y_score[rows]))
-        except Exception:
+        except ProtocolError:
             continue
     point = metric(y_true, y_score)
     if not values:
@@ -94,6 +98,39 @@ def format_interval(entries: dict[str, object], name: str) -> str:
     if not isinstance(bounds, list):
         return ""
     return f" (95% CI {bounds[0]:.2f}-{bounds[1]:.2f})"
+
+
+def format_spread(metrics: dict[str, object], name: str, runs: str) -> str:
+    """``over N <runs>: mean% ± std (std)`` for the ``<name>_spread`` entry of
+    :func:`mean_over_seeds`."""
+    summary = metrics[f"{name}_spread"]
+    assert isinstance(summary, dict)
+    return f"over {summary['n']} {runs}: {summary['mean']:.2f}% ± {summary['std']:.2f} (std)"
+
+
+def metrics_with_interval(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    metric: str,
+    *,
+    n_resamples: int,
+    seed: int,
+    classes: np.ndarray | None = None,
+) -> dict[str, object]:
+    """:func:`~medtransfer.protocols.metrics.classification_metrics` of ``scores`` (N, K)
+    against ``y_true`` (N,), with the bootstrap interval of the main metric
+    (:func:`interval_entries`). ``classes`` (K,) labels the score columns."""
+    return {
+        **classification_metrics(y_true, scores, metric, classes=classes),
+        **interval_entries(
+            metric_key(metric),
+            lambda t, s: metric_from_scores(t, s, metric, classes=classes),
+            y_true,
+            scores,
+            n_resamples=n_resamples,
+            seed=seed,
+        ),
+    }
 
 
 def mean_over_seeds(per_seed: Sequence[dict[str, object]], name: str) -> dict[str, object]:

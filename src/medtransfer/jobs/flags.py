@@ -1,0 +1,129 @@
+"""Option fields and their command-line flags.
+
+A job's options are frozen dataclasses whose fields are declared with :func:`option`: the
+default, help, flags, choices and, for values that are not a plain ``int``/``float``/
+``str``/``Path``/``bool``, a parser. The command line builds a job's flags from these
+fields (:func:`add_flags`) and the options back from the parsed arguments
+(:func:`from_args`), so a default is stated in one place.
+
+Flag rules: a field ``n_way`` is ``--n-way`` unless ``flags`` says otherwise; a ``bool``
+field defaulting to False is a switch that sets it (``--search``), one defaulting to True
+a switch that clears it (``--no-da`` clears ``augment``); a field without a default is a
+required flag; a class attribute ``CLI_GROUP`` puts the class's flags under that heading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medtransfer.errors import ConfigError
+
+T = TypeVar("T")
+
+#: Turns a flag's text into the field's value: ``parse(text, flag)``; raises ConfigError.
+Parser = Callable[[str, str], Any]
+
+_SCALARS = (bool, int, float, str, Path)
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flags: tuple[str, ...] = (),
+    choices: tuple[str, ...] | None = None,
+    parse: Parser | None = None,
+) -> Any:
+    """A dataclass field with its command-line form (module docstring)."""
+    metadata = {"help": help, "flags": flags, "choices": choices, "parse": parse}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"10,20"`` -> ``(10, 20)``; a clear error naming the flag otherwise."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+    if not values:
+        raise ConfigError(f"{flag} needs at least one value.")
+    return values
+
+
+def image_size_option(default: int = 224) -> Any:
+    """``-i/--image-size``: the crop size every image-reading job takes."""
+    return option(default, "crop size", flags=("-i", "--image-size"))
+
+
+def bootstrap_option() -> Any:
+    """``--bootstrap``: resamples of the test metric's interval (0: no interval)."""
+    return option(1000, "bootstrap resamples")
+
+
+def _flags(field: dataclasses.Field[Any]) -> tuple[str, ...]:
+    return field.metadata.get("flags") or ("--" + field.name.replace("_", "-"),)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _value_type(hint: Any) -> type:
+    """``int`` for ``int`` or ``int | None``; TypeError for anything else without a parser."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if len(args) == 1 and args[0] in _SCALARS:
+        return args[0]
+    raise TypeError(f"an option of type {hint} needs parse=")
+
+
+def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
+    """Add a flag per field of the dataclass ``options`` to ``parser`` (in an argument
+    group titled ``options.CLI_GROUP`` when the class names one)."""
+    title = getattr(options, "CLI_GROUP", None)
+    target: Any = parser.add_argument_group(title) if title else parser
+    hints = typing.get_type_hints(options)
+    for field in dataclasses.fields(options):
+        meta = field.metadata
+        kwargs: dict[str, Any] = {"dest": field.name}
+        help_text = meta.get("help", "")
+        if field.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = field.default
+            shown = field.default is not None and not isinstance(field.default, bool)
+            if shown and "default" not in help_text:
+                help_text += f" (default: {_shown(field.default)})"
+        if meta.get("parse") is None:
+            value_type = _value_type(hints[field.name])
+            if value_type is bool:
+                if field.default and not meta.get("flags"):
+                    raise TypeError(f"{field.name} defaults to True: name the flag that clears it")
+                kwargs["action"] = "store_false" if field.default else "store_true"
+            else:
+                kwargs["type"] = value_type
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if "action" not in kwargs and "choices" not in kwargs:
+            kwargs["metavar"] = _flags(field)[-1].lstrip("-").replace("-", "_").upper()
+        target.add_argument(*_flags(field), help=help_text.replace("%", "%%"), **kwargs)
+
+
+def from_args(options: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``options`` built from the arguments :func:`add_flags` declared.
+
+    A parsed field's text goes through its parser (errors name the flag)."""
+    values = {}
+    for field in dataclasses.fields(options):  # type: ignore[arg-type]
+        value = getattr(args, field.name)
+        parse = field.metadata.get("parse")
+        if parse is not None and isinstance(value, str):
+            value = parse(value, _flags(field)[-1])
+        values[field.name] = value
+    return options(**values)

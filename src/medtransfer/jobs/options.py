@@ -1,0 +1,152 @@
+"""The option groups every model-on-data job shares: :class:`DataOptions` (which data,
+which policies), :class:`ModelOptions` (which backbone) and :class:`RunOptions` (where to
+compute), declared with :func:`~medtransfer.jobs.flags.option`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from medtransfer.config import Roots
+from medtransfer.data.catalog import dataset_key, resolve_dataset
+from medtransfer.data.manifest import SPLIT_POLICIES, Manifest, load_manifest
+from medtransfer.data.sources.base import PM_POSITIVE_POLICIES, UNCERTAIN_POLICIES, LabelOptions
+from medtransfer.data.spec import DatasetSpec, ResolvedDataset
+from medtransfer.jobs.flags import option
+
+if TYPE_CHECKING:
+    from medtransfer.models.backbone import Backbone
+
+_LABELS = LabelOptions()
+
+
+@dataclass(frozen=True)
+class JobData:
+    """A job's dataset, resolved once, and its manifest; ``seconds``: time to build both."""
+
+    resolved: ResolvedDataset
+    manifest: Manifest
+    seconds: float
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return self.resolved.spec
+
+    @property
+    def key(self) -> str:
+        """The dataset's folder name in the cache (features, prepared copies, manifests)."""
+        return dataset_key(self.resolved.spec)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which data, under which split and label policies."""
+
+    dataset: str = option(
+        help="catalog name or alias (see `datasets list`), imagefolder:PATH or csv:PATH",
+        flags=("-d", "--dataset"),
+    )
+    split_policy: str = option(
+        "patient",
+        "patient: no patient on both sides (default); original: the study's exact split",
+        choices=SPLIT_POLICIES,
+    )
+    split_seed: int = option(0, "seed of the patient split")
+    val_fraction: float = option(0.2, "share of train held out for validation, as in the original")
+    uncertain: str = option(
+        _LABELS.uncertain,
+        "CheXpert uncertain labels: positive (U-Ones, the original's few-shot), negative "
+        "(U-Zeros, what its linear/fine-tune did), ignore (drop the rows)",
+        choices=UNCERTAIN_POLICIES,
+    )
+    pm_positive: str = option(
+        _LABELS.pm_positive,
+        "iChallenge-PM positives: P (pathological myopia; official PALM, the original's "
+        "code) or HP (high and pathological myopia; the original's README)",
+        choices=PM_POSITIVE_POLICIES,
+    )
+
+    @property
+    def labels(self) -> LabelOptions:
+        return LabelOptions(uncertain=self.uncertain, pm_positive=self.pm_positive)
+
+    def manifest(
+        self, dataset: ResolvedDataset, cache_root: Path, *, val_seed: int | None = None
+    ) -> Manifest:
+        """The manifest of the resolved ``dataset`` under these policies (a copy is kept in
+        the cache); ``val_seed`` re-draws the validation hold-out only."""
+        return load_manifest(
+            dataset,
+            cache_root,
+            split_policy=self.split_policy,
+            seed=self.split_seed,
+            val_fraction=self.val_fraction,
+            labels=self.labels,
+            val_seed=val_seed,
+        )
+
+    def open(self, roots: Roots, *, val_seed: int | None = None) -> JobData:
+        """Resolve the dataset (once) and build its manifest."""
+        start = time.perf_counter()
+        resolved = resolve_dataset(self.dataset, roots.data, roots.cache)
+        manifest = self.manifest(resolved, roots.cache, val_seed=val_seed)
+        return JobData(resolved, manifest, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which backbone, with which weights and input handling."""
+
+    model: str = option(help="catalog model (see `models list`)", flags=("-m", "--model"))
+    weights: Path | None = option(
+        None, "a torchvision-format state dict to load into the model's architecture"
+    )
+    model_seed: int = option(0, "seed of random-init models (random_*)")
+    no_norm: bool = option(
+        False,
+        "the original's --no-norm: feed [0,1] pixels without mean/std normalisation "
+        "(histogram-normalised models keep theirs, as in the original)",
+        flags=("-n", "--no-norm"),
+    )
+    norm: str = option(
+        "default",
+        "input normalisation: default = what the weights expect (see `models info`); "
+        "study = what the original study fed the model (MoCo-CXR: ImageNet statistics); "
+        "or a kind",
+        choices=("default", "study", "imagenet", "half", "cxr", "histogram", "none"),
+    )
+
+    def load(self, roots: Roots, *, progress: bool = True) -> Backbone:
+        """A fresh backbone with these options (eval mode)."""
+        from medtransfer.models.loader import load_backbone
+
+        return load_backbone(
+            self.model,
+            roots,
+            weights=self.weights,
+            seed=self.model_seed,
+            no_norm=self.no_norm,
+            progress=progress,
+            norm=self.norm,
+        )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how to compute."""
+
+    CLI_GROUP: ClassVar[str] = "compute"
+
+    device: str = option(
+        "auto", "auto (a GPU when there is one, mixed precision there), cpu or cuda[:N]"
+    )
+    workers: int = option(0, "image decoding processes")
+    batch_size: int = option(64, "images per forward pass")
+    progress: bool = option(True, "hide progress bars", flags=("--no-progress",))
+    use_prepared: bool = option(
+        True,
+        "decode the original files even where `datasets prepare` made resized copies",
+        flags=("--no-prepared",),
+    )
