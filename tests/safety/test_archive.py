@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import stat
-import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from medtransfer.safety.archive import ArchiveError, extract_tar_folder, member_risk, zip_members
+from tests.support.archives import write_tar_gz
 
 
 @pytest.mark.parametrize(
@@ -34,22 +33,8 @@ def test_member_risk(name: str, kind: str, risk: str | None) -> None:
     assert member_risk(name, **({kind: True} if kind else {})) == risk
 
 
-def _tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-    return path
-
-
 def test_extracts_one_folder_atomically(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "a.tar.gz", {"data/x": b"1", "data/sub/y": b"22"})
+    archive = write_tar_gz(tmp_path / "a.tar.gz", {"data/x": b"1", "data/sub/y": b"22"})
     dest = tmp_path / "dest"
     dest.mkdir()
     assert extract_tar_folder(archive, dest, "data") == dest / "data"
@@ -72,7 +57,7 @@ def test_extracts_one_folder_atomically(tmp_path: Path) -> None:
 def test_unsafe_tar_is_refused_before_anything_is_written(
     tmp_path: Path, files: dict[str, bytes], links: dict[str, str] | None, message: str
 ) -> None:
-    archive = _tar(tmp_path / "a.tar.gz", {"data/ok": b"ok", **files}, links)
+    archive = write_tar_gz(tmp_path / "a.tar.gz", {"data/ok": b"ok", **files}, links)
     dest = tmp_path / "deep" / "dest"
     dest.mkdir(parents=True)
     with pytest.raises(ArchiveError, match=message) as caught:
@@ -86,10 +71,12 @@ def test_broken_tar_or_missing_folder_is_an_archive_error(tmp_path: Path) -> Non
     dest = tmp_path / "dest"
     dest.mkdir()
     broken = tmp_path / "broken.tar.gz"
-    broken.write_bytes(_tar(tmp_path / "a.tar.gz", {"data/x": b"1" * 4096}).read_bytes()[:40])
+    broken.write_bytes(
+        write_tar_gz(tmp_path / "a.tar.gz", {"data/x": b"1" * 4096}).read_bytes()[:40]
+    )
     with pytest.raises(ArchiveError, match="cannot be extracted"):
         extract_tar_folder(broken, dest, "data")
-    empty = _tar(tmp_path / "empty.tar.gz", {})
+    empty = write_tar_gz(tmp_path / "empty.tar.gz", {})
     with pytest.raises(ArchiveError, match="holds no data/ folder"):
         extract_tar_folder(empty, dest, "data")
     assert list(dest.iterdir()) == []

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from medtransfer.data.synth.cifar import synth_cifar10, synth_cifar100
 from medtransfer.data.synth.primitives import SynthOptions
 from medtransfer.data.synth.py2_pickle import py2_pickle
 from medtransfer.errors import DatasetError, DownloadError, ImageDecodeError
+from tests.support.archives import write_tar_gz
 from tests.support.http_server import serve_directory
 
 SPEC10, SPEC100 = SPECS
@@ -270,19 +269,7 @@ def test_cifar100_synthetic_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def _archive(folder: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cifar-10-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-    return path
+    return write_tar_gz(folder / "cifar-10-python.tar.gz", members, links)
 
 
 def _upstream_members(tmp_path: Path) -> dict[str, bytes]:
