@@ -26,7 +26,8 @@ import torch
 from medtransfer.config import resolve_roots
 from medtransfer.data.catalog import resolve_dataset
 from medtransfer.data.manifest import build_manifest
-from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.writers import synthesize
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.features.store import get_features
 from medtransfer.models.loader import load_backbone

@@ -170,7 +170,8 @@ def pipeline_benchmark(per_class: int, image_size: int, model: str) -> list[str]
     from medtransfer.config import resolve_roots
     from medtransfer.data.catalog import resolve_dataset
     from medtransfer.data.manifest import build_manifest
-    from medtransfer.data.synthetic import SynthOptions, synthesize
+    from medtransfer.data.synth.primitives import SynthOptions
+    from medtransfer.data.synth.writers import synthesize
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs.linear import LinearOptions, run_linear
     from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions

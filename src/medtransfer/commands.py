@@ -109,7 +109,8 @@ def datasets_download(roots: Roots, args: argparse.Namespace) -> int:
 
 
 def datasets_synth(args: argparse.Namespace) -> int:
-    from medtransfer.data.synthetic import SynthOptions, synthesize
+    from medtransfer.data.synth.primitives import SynthOptions
+    from medtransfer.data.synth.writers import synthesize
 
     root = synthesize(
         args.dataset,

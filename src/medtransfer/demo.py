@@ -18,7 +18,8 @@ import time
 
 from medtransfer.config import Roots
 from medtransfer.data.demo_sets import DEMO_SET_DESCRIPTION, build_modality_patches
-from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.writers import synthesize
 from medtransfer.jobs.fewshot import FewShotOptions, run_few_shot
 from medtransfer.jobs.flags import from_args
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions

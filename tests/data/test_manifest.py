@@ -16,7 +16,8 @@ from medtransfer.data.manifest import (
     patient_split,
     split_counts,
 )
-from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.writers import synthesize
 from medtransfer.errors import DatasetError
 
 

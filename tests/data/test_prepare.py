@@ -11,7 +11,8 @@ from PIL import Image
 from medtransfer.data.catalog import resolve_dataset
 from medtransfer.data.manifest import build_manifest
 from medtransfer.data.prepare import original_pixels, prepare, prepared_pixels
-from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.writers import synthesize
 from medtransfer.errors import ConfigError
 
 

@@ -10,7 +10,8 @@ import torch
 
 from medtransfer.data.catalog import resolve_dataset
 from medtransfer.data.manifest import build_manifest
-from medtransfer.data.synthetic import SynthOptions, synthesize
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.writers import synthesize
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.features import store
 from medtransfer.features.store import get_features

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from medtransfer.data.images import load_image
-from medtransfer.data.synthetic import class_pattern, write_image
+from medtransfer.data.synth.primitives import class_pattern, write_image
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.errors import ConfigError, ProtocolError
 from medtransfer.models.backbone import Backbone
@@ -208,7 +208,7 @@ def test_batch_order_resumes_mid_epoch_and_augmentation_is_seeded() -> None:
     assert not torch.equal(order.permutation(0), order.permutation(1))
 
     rng = np.random.default_rng(0)
-    from medtransfer.data.synthetic import to_uint8_image
+    from medtransfer.data.synth.primitives import to_uint8_image
 
     image = to_uint8_image(class_pattern(rng, 40, 1, 2)[:, :30])
     a, b = augment_image(image, SIZE, 7), augment_image(image, SIZE, 7)

@@ -1,6 +1,8 @@
-"""Dataset catalog: name -> spec (aliases, classes, metric, layout reader, synthetic writer).
+"""Dataset catalog: name -> spec (aliases, classes, metric, layout reader).
 
-Adding a dataset means one source module under ``data/sources/`` plus one entry here.
+Adding a dataset means one source module under ``data/sources/`` plus one entry here (and,
+for ``medtransfer datasets synth``, one writer under ``data/synth/`` plus its entry in
+``data/synth/writers.py``).
 Besides the catalog names, ``imagefolder:PATH`` and ``csv:PATH`` name the user's own data
 everywhere a dataset name is accepted.
 """
@@ -16,7 +18,8 @@ from medtransfer.data.sources import (
     chexpert,
     cifar,
     eyepacs,
-    ichallenge,
+    ichallenge_amd,
+    ichallenge_pm,
     stoic,
     tb_cxr,
 )
@@ -31,13 +34,12 @@ CATALOG: tuple[DatasetSpec, ...] = (
     *chexpert.SPECS,
     *chestx.SPECS,
     *eyepacs.SPECS,
-    *ichallenge.SPECS,
+    *ichallenge_amd.SPECS,
+    *ichallenge_pm.SPECS,
     *bach.SPECS,
     *stoic.SPECS,
     *cifar.SPECS,
 )
-
-USER_PREFIXES = ("imagefolder:", "csv:")
 
 
 def _normalise(name: str) -> str:

@@ -1,7 +1,8 @@
 """What a dataset is to the toolkit: :class:`DatasetSpec` (data, not code paths).
 
-Each source module in ``data/sources/`` defines its dataset's spec next to its reader and
-synthetic writer; ``data/catalog.py`` lists them.
+Each source module in ``data/sources/`` defines its dataset's spec next to its reader;
+``data/catalog.py`` lists them. The synthetic writers live in ``data/synth/`` and are
+found by dataset name (``data/synth/writers.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from PIL import Image
 
 from medtransfer.data.images import load_image
 from medtransfer.data.sources.base import LabelOptions, SourceTable
-from medtransfer.data.synthetic import SynthOptions
 from medtransfer.protocols.metrics import ACCURACY as ACCURACY
 from medtransfer.protocols.metrics import MEAN_PER_CLASS_ACCURACY as MEAN_PER_CLASS_ACCURACY
 
@@ -27,9 +27,9 @@ class DatasetSpec:
     ``patients`` says where patient ids come from ("" when the data has none);
     ``few_shot_resize`` is the resize geometry the original's few-shot used for it
     (``square``: ``Resize([257, 257])`` then centre crop; ``shorter``: shorter side).
-    ``read(root, labels)`` reads the published layout; ``synth(root, options)`` writes a
-    small tree in it; ``load(path)`` decodes one item to an RGB image (files by default;
-    a volume slice or an array inside a batch file for datasets that need it);
+    ``read(root, labels)`` reads the published layout; ``load(path)`` decodes one item to
+    an RGB image (files by default; a volume slice or an array inside a batch file for
+    datasets that need it);
     ``label_options`` names the :class:`LabelOptions` fields the dataset uses;
     ``check_original(root)`` raises when the original's split cannot be made from the data
     at ``root`` (CheXpert's literal cut needs more than 134,049 rows);
@@ -46,7 +46,6 @@ class DatasetSpec:
     patients: str
     few_shot_resize: str
     read: Callable[[Path, LabelOptions], SourceTable]
-    synth: Callable[[Path, SynthOptions], None] | None = None
     load: Callable[[Path], Image.Image] = load_image
     label_options: tuple[str, ...] = ()
     check_original: Callable[[Path], None] | None = None

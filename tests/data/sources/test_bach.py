@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +13,15 @@ from PIL import Image
 
 from medtransfer.data.check import check_manifest
 from medtransfer.data.images import load_image
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.bach import SPECS, read_bach
 from medtransfer.data.sources.base import LabelOptions
-from medtransfer.data.spec import ACCURACY, ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.spec import ACCURACY
 from medtransfer.errors import DatasetError
 
 SPEC = SPECS[0]
 PHOTOS = "ICIAR2018_BACH_Challenge/Photos"
 CSV = f"{PHOTOS}/microscopy_ground_truth.csv"
-
-
-def _synth(tmp_path: Path, per_class: int = 3, seed: int = 0) -> Path:
-    root = tmp_path / SPEC.folder
-    SPEC.synth(root, SynthOptions(per_class=per_class, size=24, seed=seed))
-    return root
-
-
-def _manifest(root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(SPEC, root), labels=LabelOptions(), **kwargs)
 
 
 def _ground_truth(root: Path) -> pd.DataFrame:
@@ -50,11 +40,13 @@ def test_spec_facts() -> None:
     assert SPEC.few_shot_resize == "square"
 
 
-def test_synthetic_tree_loads_with_classes_and_counts(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=3)
+def test_synthetic_tree_loads_with_classes_and_counts(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=3)
     first_line = (root / CSV).read_text().splitlines()[0]
     assert first_line == "b001.tif,Benign"  # no header row
-    manifest = _manifest(root)
+    manifest = manifest_of(SPEC, root)
     assert manifest.problems == ()
     table = manifest.table
     assert table["label"].value_counts().sort_index().tolist() == [3, 3, 3, 3]
@@ -69,29 +61,21 @@ def test_synthetic_tree_loads_with_classes_and_counts(tmp_path: Path) -> None:
     )
 
 
-def test_synthetic_tiffs_are_8bit_rgb_and_decode(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
-    for path in _manifest(root).absolute_paths():
+def test_synthetic_tiffs_are_8bit_rgb_and_decode(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
+    for path in manifest_of(SPEC, root).absolute_paths():
         with Image.open(path) as raw:
             assert (raw.format, raw.mode) == ("TIFF", "RGB")
         image = load_image(path)
         assert image.mode == "RGB" and image.size == (24, 24)
 
 
-def test_class_signal_differs_between_classes(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=4, seed=3)
-    table = _manifest(root).table
-    # purple (nucleus) pixel share per image: invasive is densest, normal sparsest
-    share = [
-        (np.asarray(load_image(p), dtype=float)[..., 1] < 110).mean()
-        for p in _manifest(root).absolute_paths()
-    ]
-    means = pd.Series(share).groupby(table["label"]).mean()
-    assert means[3] > means[0] and means[2] > means[0]
-
-
-def test_original_split_is_the_generic_shuffle_of_the_csv(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=3)
+def test_original_split_is_the_generic_shuffle_of_the_csv(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=3)
     gt = _ground_truth(root)
     # the original: sample(frac=1, random_state=42) over the CSV's rows, first floor(0.8 N)
     # train, then np.random.seed(0) shuffles train positions; the first floor(0.2 N_train) val
@@ -103,15 +87,17 @@ def test_original_split_is_the_generic_shuffle_of_the_csv(tmp_path: Path) -> Non
     val = set(shuffled.loc[indices[: math.floor(0.2 * n_train)], 0])
     train = set(shuffled.loc[: n_train - 1, 0]) - val
     test = set(shuffled.loc[n_train:, 0])
-    table = _manifest(root, split_policy="original").table
+    table = manifest_of(SPEC, root, split_policy="original").table
     names = table["path"].str.rsplit("/", n=1).str[1]
     assert set(names[table["split"] == "train"]) == train
     assert set(names[table["split"] == "val"]) == val
     assert set(names[table["split"] == "test"]) == test
 
 
-def test_bad_rows_are_problems_naming_the_row(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=2)
+def test_bad_rows_are_problems_naming_the_row(
+    tmp_path: Path, synth_tree: Callable[..., Path]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=2)
     gt = _ground_truth(root)
     # rows: b001 b002 is001 is002 iv001 iv002 n001 n002
     gt.loc[1, 1] = "Invasiv"
@@ -135,8 +121,8 @@ def test_bad_rows_are_problems_naming_the_row(tmp_path: Path) -> None:
     assert source.table["original_split"].tolist() == expected
 
 
-def test_a_header_row_is_reported_as_such(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
+def test_a_header_row_is_reported_as_such(tmp_path: Path, synth_tree: Callable[..., Path]) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
     (root / CSV).write_text("name,label\n" + (root / CSV).read_text())
     source = read_bach(root, LabelOptions())
     [problem] = source.problems
@@ -145,16 +131,18 @@ def test_a_header_row_is_reported_as_such(tmp_path: Path) -> None:
     assert len(source.table) == 4
 
 
-def test_empty_class_is_reported_by_check(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
+def test_empty_class_is_reported_by_check(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
     gt = _ground_truth(root)
     _write_ground_truth(root, gt[gt[1] != "InSitu"])
-    problems = check_manifest(_manifest(root), progress=False)
+    problems = check_manifest(manifest_of(SPEC, root), progress=False)
     assert [p.file for p in problems if p.kind == "empty-class"] == ["bach:in_situ"]
 
 
-def test_layout_errors_name_the_culprit(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
+def test_layout_errors_name_the_culprit(tmp_path: Path, synth_tree: Callable[..., Path]) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
     (root / CSV).write_text("b001.tif\n")
     with pytest.raises(DatasetError, match=r"microscopy_ground_truth\.csv.*class column"):
         read_bach(root, LabelOptions())
@@ -176,9 +164,11 @@ def test_layout_errors_name_the_culprit(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_patient_split_puts_each_image_on_one_side(tmp_path: Path, seed: int) -> None:
-    root = _synth(tmp_path, per_class=5)
-    table = _manifest(root, seed=seed).table
+def test_patient_split_puts_each_image_on_one_side(
+    tmp_path: Path, seed: int, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=5)
+    table = manifest_of(SPEC, root, seed=seed).table
     assert not table["path"].duplicated().any()
     assert set(table["split"]) == {"train", "val", "test"}
     # stratified: every class is in test

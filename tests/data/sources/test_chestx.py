@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from medtransfer.data.images import load_image
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.chestx import (
     CSV_2020_NAME,
     CSV_NAME,
@@ -22,14 +22,13 @@ from medtransfer.data.sources.chestx import (
     SPECS,
     filter_counts,
     read_chestx,
-    synth_chestx,
 )
-from medtransfer.data.spec import ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.synth.chestx import synth_chestx
+from medtransfer.data.synth.primitives import SynthOptions
 from medtransfer.errors import DatasetError
 
 SPEC = SPECS[0]
-# The original's map, copied from its loader (spec §1.2).
+# The original's map, copied from its loader (docs/original-study.md#dataset-chestx).
 ORIGINAL_MAP = {
     "Atelectasis": 0,
     "Cardiomegaly": 1,
@@ -40,10 +39,6 @@ ORIGINAL_MAP = {
     "Pneumothorax": 6,
 }
 USED_LABELS = [*ORIGINAL_MAP, "Pneumonia"]
-
-
-def _manifest(root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(SPEC, root), **kwargs)
 
 
 def _rows(root: Path) -> list[list[str]]:
@@ -81,23 +76,23 @@ def _original_kept(part: pd.DataFrame) -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "chestx"
-    synth_chestx(root, SynthOptions(per_class=4, size=16, seed=5))
-    return root
+def tree(tmp_path: Path, synth_tree: Callable[..., Path]) -> Path:
+    return synth_tree(SPEC, tmp_path, per_class=4, size=16, seed=5)
 
 
 # --- the synthetic tree ----------------------------------------------------------------------
 
 
-def test_synthetic_tree_has_the_published_layout_classes_and_patients(tree: Path) -> None:
+def test_synthetic_tree_has_the_published_layout_classes_and_patients(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     text = (tree / CSV_NAME).read_text().splitlines()
     assert text[0] == HEADER_LINE
     names = [fields[0] for fields in _rows(tree)]
     assert all((tree / "images" / name).is_file() for name in names)
     assert all(len(fields) == 12 and fields[-1] == "" for fields in _rows(tree))
 
-    manifest = _manifest(tree)
+    manifest = manifest_of(SPEC, tree)
     assert manifest.class_names == (
         "atelectasis",
         "cardiomegaly",
@@ -139,17 +134,12 @@ def test_synthetic_images_decode_to_rgb(tree: Path) -> None:
     assert modes == {"L", "RGBA"}
 
 
-def test_synthetic_tree_is_deterministic(tmp_path: Path) -> None:
-    options = SynthOptions(per_class=2, size=16, seed=4)
-    synth_chestx(tmp_path / "a", options)
-    synth_chestx(tmp_path / "b", options)
-    assert (tmp_path / "a" / CSV_NAME).read_text() == (tmp_path / "b" / CSV_NAME).read_text()
-
-
 # --- splits ----------------------------------------------------------------------------------
 
 
-def test_original_split_shuffles_all_rows_then_filters(tmp_path: Path) -> None:
+def test_original_split_shuffles_all_rows_then_filters(
+    tmp_path: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     root = tmp_path / "chestx"
     synth_chestx(root, SynthOptions(per_class=6, size=16, seed=11))
     # The original: skip the header, shuffle every row with seed 42, cut at floor(0.8 N),
@@ -162,7 +152,7 @@ def test_original_split_shuffles_all_rows_then_filters(tmp_path: Path) -> None:
     np.random.RandomState(0).shuffle(positions)
     val = {train[i][0] for i in positions[: math.floor(0.2 * len(train))]}
 
-    table = _manifest(root, split_policy="original").table
+    table = manifest_of(SPEC, root, split_policy="original").table
     names = table["path"].str.removeprefix("images/")
     by_split = {s: set(names[table["split"] == s]) for s in ("train", "val", "test")}
     assert by_split["test"] == {name for name, _ in test}
@@ -174,17 +164,21 @@ def test_original_split_shuffles_all_rows_then_filters(tmp_path: Path) -> None:
     assert order["path"].str.removeprefix("images/").tolist() == [name for name, _ in train]
 
 
-def test_patient_split_never_puts_a_patient_on_two_sides(tree: Path) -> None:
+def test_patient_split_never_puts_a_patient_on_two_sides(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     for seed in range(6):
-        table = _manifest(tree, seed=seed, test_fraction=0.3, val_fraction=0.3).table
+        table = manifest_of(SPEC, tree, seed=seed, test_fraction=0.3, val_fraction=0.3).table
         assert (table.groupby("patient")["split"].nunique() == 1).all()
         assert {"train", "test"} <= set(table["split"])
 
 
-def test_patient_falls_back_to_the_file_name_prefix(tree: Path) -> None:
-    before = _manifest(tree).table
+def test_patient_falls_back_to_the_file_name_prefix(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    before = manifest_of(SPEC, tree).table
     _edit(tree, lambda rows: [[*r[:3], "", *r[4:]] for r in rows])
-    pd.testing.assert_frame_equal(_manifest(tree).table, before)
+    pd.testing.assert_frame_equal(manifest_of(SPEC, tree).table, before)
 
 
 def test_patient_id_disagreeing_with_the_file_name_is_a_problem(tree: Path) -> None:
@@ -230,10 +224,12 @@ def _nest(root: Path) -> None:
     (root / "images").rmdir()
 
 
-def test_nih_kaggle_nesting_is_read_as_it_is(tree: Path) -> None:
-    before = _manifest(tree, split_policy="original").table
+def test_nih_kaggle_nesting_is_read_as_it_is(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    before = manifest_of(SPEC, tree, split_policy="original").table
     _nest(tree)
-    after = _manifest(tree, split_policy="original").table
+    after = manifest_of(SPEC, tree, split_policy="original").table
     assert after["path"].str.fullmatch(r"images_00[12]/images/\d{8}_\d{3}\.png").all()
     assert all((tree / p).is_file() for p in after["path"])
     pd.testing.assert_series_equal(
@@ -293,8 +289,10 @@ def test_missing_csv_names_the_file(tmp_path: Path) -> None:
         read_chestx(tmp_path / "chestx")
 
 
-def test_the_2020_csv_is_read_with_a_problem(tree: Path) -> None:
-    before = _manifest(tree).table
+def test_the_2020_csv_is_read_with_a_problem(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    before = manifest_of(SPEC, tree).table
     shutil.move(tree / CSV_NAME, tree / CSV_2020_NAME)
     source = read_chestx(tree)
     assert [p.kind for p in source.problems] == ["layout"]

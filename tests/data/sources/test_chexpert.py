@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from medtransfer.data.images import load_image
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.sources.chexpert import (
     CHEXPERT_COLUMNS,
@@ -23,18 +24,11 @@ from medtransfer.data.sources.chexpert import (
     original_split_error,
     original_split_possible,
     read_chexpert,
-    synth_chexpert,
 )
-from medtransfer.data.spec import ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
 from medtransfer.errors import ConfigError, DatasetError
 
 SPEC = SPECS[0]
 TOP = "CheXpert-v1.0"
-
-
-def _manifest(root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(SPEC, root), **kwargs)
 
 
 def _raw(root: Path) -> pd.DataFrame:
@@ -46,10 +40,8 @@ def _write(root: Path, frame: pd.DataFrame) -> None:
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "chexpert"
-    synth_chexpert(root, SynthOptions(per_class=8, size=16, seed=3))
-    return root
+def tree(tmp_path: Path, synth_tree: Callable[..., Path]) -> Path:
+    return synth_tree(SPEC, tmp_path, per_class=8, size=16, seed=3)
 
 
 def _big_tree(root: Path, n_rows: int) -> pd.DataFrame:
@@ -74,7 +66,9 @@ def _big_tree(root: Path, n_rows: int) -> pd.DataFrame:
 # --- the synthetic tree ----------------------------------------------------------------------
 
 
-def test_synthetic_tree_has_the_published_layout_classes_and_patients(tree: Path) -> None:
+def test_synthetic_tree_has_the_published_layout_classes_and_patients(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     raw = _raw(tree)
     assert tuple(raw.columns) == CHEXPERT_COLUMNS
     assert (
@@ -85,7 +79,7 @@ def test_synthetic_tree_has_the_published_layout_classes_and_patients(tree: Path
     assert {"-1.0", "", "1.0", "0.0"} <= set(raw["Pleural Effusion"])
     assert (raw["Frontal/Lateral"] == "Lateral").any()
 
-    manifest = _manifest(tree)
+    manifest = manifest_of(SPEC, tree)
     assert manifest.class_names == ("no_effusion", "effusion")
     assert len(manifest) == 16
     assert manifest.table["label"].value_counts().sort_index().tolist() == [8, 8]
@@ -103,13 +97,6 @@ def test_synthetic_images_decode_to_rgb(tree: Path) -> None:
         assert image.mode == "RGB" and image.size == (16, 16)
 
 
-def test_synthetic_tree_is_deterministic(tmp_path: Path) -> None:
-    options = SynthOptions(per_class=5, size=16, seed=9)
-    synth_chexpert(tmp_path / "a", options)
-    synth_chexpert(tmp_path / "b", options)
-    assert (tmp_path / "a/train.csv").read_text() == (tmp_path / "b/train.csv").read_text()
-
-
 # --- label policies --------------------------------------------------------------------------
 
 
@@ -122,7 +109,7 @@ def test_synthetic_tree_is_deterministic(tmp_path: Path) -> None:
     ],
 )
 def test_uncertain_policy_gives_the_documented_labels(
-    tree: Path, policy: str, mapping: dict[str, int]
+    tree: Path, policy: str, mapping: dict[str, int], manifest_of: Callable[..., Manifest]
 ) -> None:
     raw = _raw(tree)
     expected = {
@@ -130,19 +117,21 @@ def test_uncertain_policy_gives_the_documented_labels(
         for path, value in zip(raw["Path"], raw["Pleural Effusion"], strict=True)
         if value in mapping
     }
-    manifest = _manifest(tree, labels=LabelOptions(uncertain=policy))
+    manifest = manifest_of(SPEC, tree, labels=LabelOptions(uncertain=policy))
     got = dict(zip(manifest.table["path"], manifest.table["label"], strict=True))
     assert got == expected
     assert manifest.params["label_policy"] == {"uncertain": policy}
 
 
-def test_other_pathologies_do_not_change_the_label(tree: Path) -> None:
+def test_other_pathologies_do_not_change_the_label(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     raw = _raw(tree)
-    before = _manifest(tree).table
+    before = manifest_of(SPEC, tree).table
     raw["Cardiomegaly"] = "1.0"
     raw["No Finding"] = ""
     _write(tree, raw)
-    assert _manifest(tree).table["label"].tolist() == before["label"].tolist()
+    assert manifest_of(SPEC, tree).table["label"].tolist() == before["label"].tolist()
 
 
 def test_unknown_uncertain_policy_is_a_config_error(tree: Path) -> None:
@@ -153,9 +142,11 @@ def test_unknown_uncertain_policy_is_a_config_error(tree: Path) -> None:
 # --- splits ----------------------------------------------------------------------------------
 
 
-def test_patient_split_never_puts_a_patient_on_two_sides(tree: Path) -> None:
+def test_patient_split_never_puts_a_patient_on_two_sides(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     for seed in range(6):
-        table = _manifest(tree, seed=seed, test_fraction=0.3, val_fraction=0.3).table
+        table = manifest_of(SPEC, tree, seed=seed, test_fraction=0.3, val_fraction=0.3).table
         sides = table.groupby("patient")["split"].nunique()
         assert (sides == 1).all()
         assert {"train", "test"} <= set(table["split"])
@@ -172,7 +163,9 @@ def test_too_small_csv_marks_every_row_train_and_says_so(tree: Path) -> None:
     assert "16" in message and "134049" in message and "--split-policy patient" in message
 
 
-def test_original_split_is_the_134049_cut_of_the_seed_42_shuffle(tmp_path: Path) -> None:
+def test_original_split_is_the_134049_cut_of_the_seed_42_shuffle(
+    tmp_path: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     root = tmp_path / "chexpert"
     n_rows = CHEXPERT_TRAIN_ROWS + 13
     _big_tree(root, n_rows)
@@ -185,7 +178,7 @@ def test_original_split_is_the_134049_cut_of_the_seed_42_shuffle(tmp_path: Path)
     np.random.RandomState(0).shuffle(positions)
     val = set(train["Path"].iloc[positions[: math.floor(0.2 * len(train))]])
 
-    table = _manifest(root, split_policy="original").table
+    table = manifest_of(SPEC, root, split_policy="original").table
     by_split = {name: set(group["path"]) for name, group in table.groupby("split")}
     assert by_split["test"] == set(test["Path"])
     assert by_split["val"] == val
@@ -224,10 +217,12 @@ def test_missing_csv_names_the_file_and_the_synth_command(tmp_path: Path) -> Non
         read_chexpert(tmp_path / "chexpert")
 
 
-def test_csv_shipped_inside_the_image_folder_is_found(tree: Path) -> None:
-    before = _manifest(tree).table
+def test_csv_shipped_inside_the_image_folder_is_found(
+    tree: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    before = manifest_of(SPEC, tree).table
     shutil.move(tree / "train.csv", tree / TOP / "train.csv")
-    after = _manifest(tree).table
+    after = manifest_of(SPEC, tree).table
     pd.testing.assert_frame_equal(before, after)
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
-import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources import cifar
-from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.sources.cifar import (
     CIFAR10,
     CIFAR10_CLASSES,
@@ -22,24 +20,20 @@ from medtransfer.data.sources.cifar import (
     SPECS,
     download_cifar10,
     load_cifar,
-    py2_pickle,
     read_cifar10,
     read_cifar100,
-    synth_cifar10,
-    synth_cifar100,
     unpickle_batch,
 )
-from medtransfer.data.spec import ACCURACY, ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.spec import ACCURACY
+from medtransfer.data.synth.cifar import synth_cifar10, synth_cifar100
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.py2_pickle import py2_pickle
 from medtransfer.errors import DatasetError, DownloadError, ImageDecodeError
+from tests.support.archives import write_tar_gz
 from tests.support.http_server import serve_directory
 
 SPEC10, SPEC100 = SPECS
 FOLDER = "cifar-10-batches-py"
-
-
-def _manifest(spec, root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(spec, root), labels=LabelOptions(), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +86,6 @@ def test_restricted_unpickler_reads_the_batch_format(tmp_path: Path, bytes_keys:
     np.testing.assert_array_equal(entry["data"], data)
 
 
-def test_python2_writer_matches_what_plain_pickle_reads() -> None:
-    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
-    stream = py2_pickle({"labels": [1, 2], "data": data})
-    assert stream.startswith(b"\x80\x02}(")
-    assert b"cnumpy.core.multiarray\n_reconstruct\n" in stream
-    # both ways torchvision-era code read the real files
-    latin1 = pickle.loads(stream, encoding="latin1")
-    as_bytes = pickle.loads(stream, encoding="bytes")
-    np.testing.assert_array_equal(latin1["data"], data)
-    np.testing.assert_array_equal(as_bytes[b"data"], data)
-    assert latin1["labels"] == [1, 2]
-
-
 class _Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -133,8 +114,10 @@ def test_malicious_pickles_are_refused_naming_the_file(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_synthetic_tree_reads_with_classes_counts_and_official_split(cifar10_root: Path) -> None:
-    manifest = _manifest(SPEC10, cifar10_root, split_policy="original", val_fraction=0)
+def test_synthetic_tree_reads_with_classes_counts_and_official_split(
+    cifar10_root: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    manifest = manifest_of(SPEC10, cifar10_root, split_policy="original", val_fraction=0)
     assert manifest.class_names == CIFAR10_CLASSES
     assert manifest.problems == ()
     assert manifest.table["label"].value_counts().tolist() == [8] * 10
@@ -147,7 +130,7 @@ def test_synthetic_tree_reads_with_classes_counts_and_official_split(cifar10_roo
 
 
 def test_official_split_and_order_match_torchvision(
-    cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
+    cifar10_root: Path, monkeypatch: pytest.MonkeyPatch, manifest_of: Callable[..., Manifest]
 ) -> None:
     import torchvision.datasets.cifar as tv_cifar
 
@@ -165,7 +148,7 @@ def test_official_split_and_order_match_torchvision(
             image = np.asarray(load_cifar(cifar10_root / rows["path"].iloc[position]))
             np.testing.assert_array_equal(image, dataset.data[position])
     # the original's validation hold-out: np.random.seed(0) shuffle of the train positions
-    manifest = _manifest(SPEC10, cifar10_root, split_policy="original")
+    manifest = manifest_of(SPEC10, cifar10_root, split_policy="original")
     positions = np.arange(len(train))
     np.random.seed(0)
     np.random.shuffle(positions)
@@ -215,8 +198,10 @@ def test_loader_errors_name_the_item(cifar10_root: Path) -> None:
         load_cifar(folder / "data_batch_9#0")
 
 
-def test_patient_policy_splits_by_image(cifar10_root: Path) -> None:
-    manifest = _manifest(SPEC10, cifar10_root)
+def test_patient_policy_splits_by_image(
+    cifar10_root: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    manifest = manifest_of(SPEC10, cifar10_root)
     assert manifest.params["patient_ids"] is False
     counts = manifest.table.groupby("label")["split"].value_counts().unstack(fill_value=0)
     assert (counts["test"] >= 1).all() and (counts["train"] >= 1).all()
@@ -284,19 +269,7 @@ def test_cifar100_synthetic_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def _archive(folder: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cifar-10-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-    return path
+    return write_tar_gz(folder / "cifar-10-python.tar.gz", members, links)
 
 
 def _upstream_members(tmp_path: Path) -> dict[str, bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +13,13 @@ import pytest
 
 from medtransfer.data.check import check_manifest
 from medtransfer.data.images import load_image
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.sources.eyepacs import SPECS, read_diabetic_retinopathy
-from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY, ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY
 from medtransfer.errors import DatasetError
 
 SPEC = SPECS[0]
-
-
-def _synth(tmp_path: Path, per_class: int = 3, seed: int = 0) -> Path:
-    root = tmp_path / SPEC.folder
-    SPEC.synth(root, SynthOptions(per_class=per_class, size=24, seed=seed))
-    return root
-
-
-def _manifest(root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(SPEC, root), labels=LabelOptions(), **kwargs)
 
 
 def _write_tree(root: Path, train: list[tuple[str, str]], test: list[tuple[str, str]]) -> Path:
@@ -55,13 +45,15 @@ def test_spec_facts() -> None:
     assert len(SPEC.class_names) == 5
 
 
-def test_synthetic_tree_loads_with_classes_counts_and_patients(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=3)
+def test_synthetic_tree_loads_with_classes_counts_and_patients(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=3)
     assert (root / "trainLabels.csv").read_text().splitlines()[0] == "image,level"
     assert (root / "testLabels.csv").read_text().splitlines()[0] == "image,level,Usage"
     usage = pd.read_csv(root / "testLabels.csv")["Usage"]
     assert set(usage) <= {"Public", "Private"}
-    manifest = _manifest(root)
+    manifest = manifest_of(SPEC, root)
     assert manifest.class_names == SPEC.class_names
     assert manifest.problems == ()
     assert manifest.table["label"].value_counts().sort_index().tolist() == [3] * 5
@@ -79,41 +71,23 @@ def test_synthetic_tree_loads_with_classes_counts_and_patients(tmp_path: Path) -
     )
 
 
-def test_synthetic_images_decode_as_rgb(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
-    for path in _manifest(root).absolute_paths():
+def test_synthetic_images_decode_as_rgb(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
+    for path in manifest_of(SPEC, root).absolute_paths():
         image = load_image(path)
         assert image.mode == "RGB"
         assert image.size == (24, 24)
 
 
-def test_synthetic_tree_is_deterministic(tmp_path: Path) -> None:
-    a = _synth(tmp_path / "a", seed=5)
-    b = _synth(tmp_path / "b", seed=5)
-    files = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
-    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-
-
-def test_lesions_grow_with_the_level(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=4, seed=2)
-    manifest = _manifest(root)
-    # share of lesion-coloured pixels (dark red dots, yellow exudates) per image
-    share = []
-    for path in manifest.absolute_paths():
-        rgb = np.asarray(load_image(path), dtype=float)
-        dark_red = (rgb[..., 0] > 50) & (rgb[..., 0] < 150) & (rgb[..., 1] < 40)
-        yellow = (rgb[..., 1] > 170) & (rgb[..., 2] > 60)
-        share.append((dark_red | yellow).mean())
-    means = pd.Series(share).groupby(manifest.table["label"]).mean()
-    assert means[4] > means[2] > means[0]
-
-
-def test_original_split_is_the_official_one_in_seed_42_order(tmp_path: Path) -> None:
+def test_original_split_is_the_official_one_in_seed_42_order(
+    tmp_path: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     root = _write_tree(
         tmp_path / "dr", _eyes(range(10, 20), [0, 1, 2, 3, 4]), _eyes(range(1, 4), [0, 2])
     )
-    manifest = _manifest(root, split_policy="original")
+    manifest = manifest_of(SPEC, root, split_policy="original")
     table = manifest.table
     # computed independently, as the original did: the train dataframe is shuffled with
     # sample(frac=1, random_state=42); linear/finetune then hold out np.random.seed(0)'s first
@@ -142,11 +116,13 @@ def test_original_split_is_the_official_one_in_seed_42_order(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_patient_split_keeps_both_eyes_together(tmp_path: Path, seed: int) -> None:
+def test_patient_split_keeps_both_eyes_together(
+    tmp_path: Path, seed: int, manifest_of: Callable[..., Manifest]
+) -> None:
     root = _write_tree(
         tmp_path / "dr", _eyes(range(10, 60), [0, 0, 1, 2, 3, 4, 1]), _eyes(range(1, 9), [0, 4])
     )
-    manifest = _manifest(root, seed=seed)
+    manifest = manifest_of(SPEC, root, seed=seed)
     per_patient = manifest.table.groupby("patient")["split"].nunique()
     assert (per_patient == 1).all()
     assert set(manifest.table["split"]) == {"train", "val", "test"}
@@ -204,8 +180,10 @@ def test_missing_files_and_columns_are_errors_naming_them(tmp_path: Path) -> Non
         read_diabetic_retinopathy(root, LabelOptions())
 
 
-def test_wrong_nesting_is_an_error_naming_the_folder(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
+def test_wrong_nesting_is_an_error_naming_the_folder(
+    tmp_path: Path, synth_tree: Callable[..., Path]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
     # images one level too deep: train/train/<id>.jpeg
     (root / "train").rename(root / "inner")
     (root / "train").mkdir()
@@ -228,12 +206,14 @@ def test_wrong_nesting_is_an_error_naming_the_folder(tmp_path: Path) -> None:
         read_diabetic_retinopathy(nested, LabelOptions())
 
 
-def test_empty_class_is_reported_by_check(tmp_path: Path) -> None:
-    root = _synth(tmp_path, per_class=1)
+def test_empty_class_is_reported_by_check(
+    tmp_path: Path, synth_tree: Callable[..., Path], manifest_of: Callable[..., Manifest]
+) -> None:
+    root = synth_tree(SPEC, tmp_path, per_class=1)
     for name in ("trainLabels.csv", "testLabels.csv"):
         frame = pd.read_csv(root / name)
         frame[frame["level"] != 4].to_csv(root / name, index=False)
-    problems = check_manifest(_manifest(root), progress=False)
+    problems = check_manifest(manifest_of(SPEC, root), progress=False)
     assert [p.file for p in problems if p.kind == "empty-class"] == [
         "diabetic_retinopathy:proliferative"
     ]

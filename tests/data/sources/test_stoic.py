@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +13,20 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from medtransfer.data.manifest import build_manifest
+from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.base import LabelOptions
 from medtransfer.data.sources.stoic import (
     SPECS,
     load_stoic,
     load_stoic_original,
     read_stoic,
-    synth_stoic,
 )
-from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY, ResolvedDataset
-from medtransfer.data.synthetic import SynthOptions
+from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY
+from medtransfer.data.synth.primitives import SynthOptions
+from medtransfer.data.synth.stoic import synth_stoic
 from medtransfer.errors import DatasetError, ImageDecodeError
 
 SPEC = SPECS[0]
-
-
-def _manifest(root: Path, **kwargs):
-    return build_manifest(ResolvedDataset(SPEC, root), labels=LabelOptions(), **kwargs)
 
 
 def _write(volume: np.ndarray, path: Path, direction=None, compress: bool = False) -> Path:
@@ -84,8 +81,10 @@ def test_synthetic_tree_has_the_published_layout(synth_root: Path) -> None:
         assert image.GetSpacing()[0] > 0 and image.GetOrigin()[2] < 0
 
 
-def test_manifest_classes_counts_and_patients(synth_root: Path) -> None:
-    manifest = _manifest(synth_root)
+def test_manifest_classes_counts_and_patients(
+    synth_root: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    manifest = manifest_of(SPEC, synth_root)
     frame = pd.read_csv(synth_root / "metadata" / "reference.csv", dtype=str)
     assert manifest.class_names == ("covid_negative", "covid_positive")
     assert len(manifest) == 10
@@ -96,8 +95,10 @@ def test_manifest_classes_counts_and_patients(synth_root: Path) -> None:
     assert all(p.is_file() for p in manifest.files())
 
 
-def test_synthetic_volumes_decode_to_rgb_with_a_class_signal(synth_root: Path) -> None:
-    manifest = _manifest(synth_root)
+def test_synthetic_volumes_decode_to_rgb_with_a_class_signal(
+    synth_root: Path, manifest_of: Callable[..., Manifest]
+) -> None:
+    manifest = manifest_of(SPEC, synth_root)
     ground_glass = {0: [], 1: []}
     for path, label in zip(manifest.absolute_paths(), manifest.labels, strict=True):
         image = load_stoic(path)
@@ -178,10 +179,12 @@ def test_loader_errors_name_the_file(tmp_path: Path) -> None:
         load_stoic(full)
 
 
-def test_original_split_matches_a_hand_computed_shuffle(tmp_path: Path) -> None:
+def test_original_split_matches_a_hand_computed_shuffle(
+    tmp_path: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     rows = [(str(100 + 7 * i), str(i % 2)) for i in range(13)]
     root = _write_tree(tmp_path / "stoic", rows, volumes=False)
-    manifest = _manifest(root, split_policy="original")
+    manifest = manifest_of(SPEC, root, split_policy="original")
     # the original: DataFrame.sample(frac=1, random_state=42), first floor(0.8 N) train;
     # validation: np.random.seed(0); shuffle range(N_train); first floor(0.2 N_train) are val
     order = pd.DataFrame({"i": range(13)}).sample(frac=1, random_state=42)["i"].to_numpy()
@@ -196,13 +199,15 @@ def test_original_split_matches_a_hand_computed_shuffle(tmp_path: Path) -> None:
     assert manifest.table["split"].tolist() == expected.tolist()
 
 
-def test_patient_split_keeps_each_patient_on_one_side(tmp_path: Path) -> None:
+def test_patient_split_keeps_each_patient_on_one_side(
+    tmp_path: Path, manifest_of: Callable[..., Manifest]
+) -> None:
     rng = np.random.default_rng(7)
     for trial in range(5):
         ids = rng.integers(0, 15, size=40)
         rows = [(str(pid), str(pid % 2)) for pid in ids]
         root = _write_tree(tmp_path / f"t{trial}" / "stoic", rows, volumes=False)
-        manifest = _manifest(root, seed=trial)
+        manifest = manifest_of(SPEC, root, seed=trial)
         assert {p.kind for p in manifest.problems} == {"duplicate"}
         for patient, group in manifest.table.groupby("patient"):
             assert group["split"].nunique() == 1, patient

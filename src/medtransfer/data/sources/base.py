@@ -1,8 +1,8 @@
 """What every dataset source returns, and the label options sources may take.
 
 A *source* turns one folder in a dataset's published layout into a table with one row
-per image. It never opens an image (that is ``datasets check``'s job), so building a
-manifest stays fast even for hundreds of thousands of rows.
+per image. It reads index files and lists folders but never opens an image (that is
+``datasets check``'s job).
 """
 
 from __future__ import annotations
@@ -107,3 +107,23 @@ def generic_original(
     position[order[:cut]] = np.arange(cut)
     position[order[cut:]] = np.arange(n_rows - cut)
     return split, position
+
+
+def original_columns(n_rows: int, *, n_train: int | None = None) -> dict[str, np.ndarray]:
+    """:func:`generic_original` over all ``n_rows`` index rows, as the two row columns.
+
+    ``original_split`` and ``original_order``, (n_rows,) each, computed before any row is
+    dropped: a dropped row leaves the other rows the split the original gave them.
+    """
+    split, position = generic_original(n_rows, n_train=n_train)
+    return {"original_split": split, "original_order": position}
+
+
+def renumber_original_order(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``original_order`` renumbered 0.. within each ``original_split``.
+
+    For a source whose original iterates only the rows kept after a filter: the kept rows
+    keep their shuffled order, without the gaps the dropped rows left.
+    """
+    rank = table.groupby("original_split")["original_order"].rank(method="first")
+    return table.assign(original_order=rank.astype(np.int64) - 1)

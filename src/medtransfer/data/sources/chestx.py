@@ -1,6 +1,6 @@
 """ChestX-ray14 (NIH Clinical Center), the original's 7-class single-finding subset.
 
-Published layout (spec/datasets-and-models.md §1.2)::
+Published layout (docs/original-study.md#dataset-chestx)::
 
     <root>/Data_Entry_2017.csv    Image Index,Finding Labels,Follow-up #,Patient ID,...
     <root>/images/00000001_000.png
@@ -30,18 +30,22 @@ shuffled order of the kept rows within each split.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable, generic_original
-from medtransfer.data.sources.chexpert import row_problems
+from medtransfer.data.sources.base import (
+    LabelOptions,
+    Problem,
+    SourceTable,
+    original_columns,
+    renumber_original_order,
+)
+from medtransfer.data.sources.layout import TOO_DEEP, Clue, layout_error, one_level_too_deep
+from medtransfer.data.sources.problems import listed_again, row_problems
 from medtransfer.data.spec import ACCURACY, DatasetSpec
-from medtransfer.data.synthetic import SynthOptions, chest_radiograph, to_uint8_image
 from medtransfer.errors import DatasetError
-from medtransfer.fsutil import atomic_write_text
 
 CSV_NAME = "Data_Entry_2017.csv"
 CSV_2020_NAME = "Data_Entry_2017_v2020.csv"
@@ -87,7 +91,7 @@ CLASS_INDEX = {finding: index for index, finding in enumerate(CLASS_FINDINGS)}
 #: Why a row is kept or dropped, as :func:`finding_categories` names it.
 CATEGORIES = ("kept", "multi_label", "no_finding", "pneumonia", "other_finding", "unknown")
 _SAMPLE_ROWS = 20
-_SYNTH_HINT = "Run `medtransfer datasets synth --dataset chestx --out DIR` to see the layout."
+DATASET = "chestx"
 
 
 def find_csv(root: Path) -> tuple[Path, list[Problem]]:
@@ -104,16 +108,11 @@ def find_csv(root: Path) -> tuple[Path, list[Problem]]:
             f"put {CSV_NAME} in {root} to read exactly what the original read",
         )
         return root / CSV_2020_NAME, [note]
-    deeper = sorted(root.glob(f"*/{CSV_NAME}")) if root.is_dir() else []
-    hint = (
-        f" Found {deeper[0]}: the dataset is one level too deep; move its folder's contents "
-        f"up to {root}."
-        if deeper
-        else ""
-    )
-    raise DatasetError(
-        f"{csv_path} not found: expected ChestX-ray14's index CSV (header {HEADER_LINE}) with "
-        f"the PNGs in {root / IMAGE_DIR}/.{hint} {_SYNTH_HINT}"
+    raise layout_error(
+        DATASET,
+        csv_path,
+        f"ChestX-ray14's index CSV (header {HEADER_LINE}) with the PNGs in {root / IMAGE_DIR}/",
+        one_level_too_deep(root, CSV_NAME),
     )
 
 
@@ -223,47 +222,46 @@ def _check_flat(root: Path, names: pd.Series) -> None:
     sample = names.iloc[:_SAMPLE_ROWS]
     if sample.empty or any((flat / name).is_file() for name in sample):
         return
-    if (flat / IMAGE_DIR).is_dir():
-        raise DatasetError(
-            f"{flat / sample.iloc[0]} not found, but {flat / IMAGE_DIR} exists: the images are "
-            f"one level too deep; move them up into {flat}."
-        )
+    nested = flat / IMAGE_DIR
     subfolders: list[str] = []
-    with os.scandir(flat) as entries:
-        for count, entry in enumerate(entries):
-            if entry.is_file() and entry.name.lower().endswith(".png"):
-                return  # a partial download: `datasets check` lists the missing files
-            if entry.is_dir():
-                subfolders.append(entry.name)
-            if count > 2000:
-                break
-    if subfolders:
-        raise DatasetError(
-            f"{flat} holds folders ({', '.join(sorted(subfolders)[:4])}) instead of PNGs: "
+    if not nested.is_dir():
+        with os.scandir(flat) as entries:
+            for count, entry in enumerate(entries):
+                if entry.is_file() and entry.name.lower().endswith(".png"):
+                    return  # a partial download: `datasets check` lists the missing files
+                if entry.is_dir():
+                    subfolders.append(entry.name)
+                if count > 2000:
+                    break
+    kaggle = _image_folders(root)
+    raise layout_error(
+        DATASET,
+        flat / sample.iloc[0],
+        f"ChestX-ray14's PNGs directly in {flat}",
+        Clue(nested if nested.is_dir() else None, TOO_DEEP, f"move the images up into {flat}"),
+        Clue(
+            flat / sorted(subfolders)[0] if subfolders else None,
+            f"{flat} holds folders ({', '.join(sorted(subfolders)[:4])}) instead of PNGs",
             f"flatten them so that {flat / sample.iloc[0]} exists, or remove the empty {flat} "
             f"and keep the NIH/Kaggle folders {root}/images_0XX/images/, which are read as "
-            "they are."
-        )
-    if _image_folders(root):
-        raise DatasetError(
-            f"{flat} holds no PNG, but {root}/images_0XX/ folders exist: remove the empty {flat} "
-            "to read those as they are, or flatten them into it."
-        )
-    raise DatasetError(f"{flat} holds no PNG: put ChestX-ray14's images there. {_SYNTH_HINT}")
+            "they are",
+        ),
+        Clue(
+            kaggle[0] if kaggle else None,
+            f"{flat} holds no PNG, but {root}/images_0XX/ folders exist",
+            f"remove the empty {flat} to read those as they are, or flatten them into it",
+        ),
+    )
 
 
-def _missing_images_message(root: Path) -> str:
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir())
-    for folder in subfolders:
-        if (folder / IMAGE_DIR).is_dir() or any(folder.glob("images_*")):
-            return (
-                f"{root / IMAGE_DIR} not found, but {folder} holds the image folders: the "
-                f"dataset is one level too deep; move {folder}'s contents up to {root}."
-            )
-    return (
-        f"{root / IMAGE_DIR} not found: expected ChestX-ray14's PNGs in {root / IMAGE_DIR}/ "
-        f"(or the NIH/Kaggle folders {root}/images_001/images/ ... images_012/images/). "
-        f"{_SYNTH_HINT}"
+def _missing_images_error(root: Path) -> DatasetError:
+    return layout_error(
+        DATASET,
+        root / IMAGE_DIR,
+        f"ChestX-ray14's PNGs in {root / IMAGE_DIR}/ (or the NIH/Kaggle folders "
+        f"{root}/images_001/images/ ... images_012/images/)",
+        one_level_too_deep(root, IMAGE_DIR),
+        one_level_too_deep(root, "images_*"),
     )
 
 
@@ -280,7 +278,7 @@ def locate_images(root: Path, names: pd.Series, csv_name: str) -> tuple[pd.Serie
         return IMAGE_DIR + "/" + names, []
     folders = _image_folders(root)
     if not folders:
-        raise DatasetError(_missing_images_message(root))
+        raise _missing_images_error(root)
     listings = [
         pd.Series(folder.relative_to(root).as_posix(), index=os.listdir(folder))
         for folder in folders
@@ -314,19 +312,7 @@ def read_chestx(root: Path, labels: LabelOptions | None = None) -> SourceTable:
         lambda r: _unknown_detail(findings.iloc[r]),
         "use the 14 ChestX-ray14 finding names or 'No Finding', joined by '|'",
     )
-    duplicated = names.duplicated(keep="first").to_numpy()
-    if duplicated.any():
-        firsts = names.drop_duplicates(keep="first")
-        first_row = pd.Series(firsts.index.to_numpy(), index=firsts.to_numpy())
-        problems += row_problems(
-            "duplicate",
-            csv_name,
-            np.flatnonzero(duplicated),
-            lambda r: (
-                f"{names.iloc[r]} is listed again (first at row {first_row[names.iloc[r]] + 2})"
-            ),
-            "remove the repeated row",
-        )
+    problems += listed_again(csv_name, names, names.duplicated(keep="first").to_numpy())
     patients, disagree = patient_ids(entries)
     kept = label >= 0
     problems += row_problems(
@@ -336,21 +322,18 @@ def read_chestx(root: Path, labels: LabelOptions | None = None) -> SourceTable:
         lambda r: f"Patient ID {entries['patient_id'].iloc[r]!r} disagrees with {names.iloc[r]}",
         "check the Patient ID column",
     )
-    split, position = generic_original(len(entries))
     table = pd.DataFrame(
         {
             "name": names,
             "label": label,
             "patient": patients,
-            "original_split": split,
-            "position": position,
+            **original_columns(len(entries)),
         }
     ).loc[kept]
     paths, located = locate_images(root, table["name"], csv_name)
     problems += located
-    table = table.assign(path=paths.to_numpy()).loc[lambda t: t["path"] != ""].copy()
-    rank = table.groupby("original_split")["position"].rank(method="first")
-    table["original_order"] = rank.astype(np.int64) - 1
+    table = table.assign(path=paths.to_numpy()).loc[lambda t: t["path"] != ""]
+    table = renumber_original_order(table)
     problems += [
         Problem(
             "empty-class",
@@ -378,98 +361,6 @@ def _unknown_detail(findings: str) -> str:
     return f"unknown finding(s) {unknown} in {findings!r}; row skipped{''.join(hints[:1])}"
 
 
-# --- synthetic tree --------------------------------------------------------------------------
-
-#: Where each class's planted spot sits, (x, y) as fractions of the side.
-_CLASS_SPOTS = (
-    (0.32, 0.3),
-    (0.5, 0.68),
-    (0.68, 0.8),
-    (0.32, 0.55),
-    (0.68, 0.3),
-    (0.68, 0.55),
-    (0.32, 0.8),
-)
-#: Rows the original's filter drops, cycled through by the synthetic writer.
-_DROPPED_FINDINGS = (
-    NO_FINDING,
-    "Effusion|Infiltration",
-    "Pneumonia",
-    "Hernia",
-    NO_FINDING,
-    "Atelectasis|Mass|Nodule",
-    "Consolidation",
-    "Cardiomegaly|Edema",
-)
-
-
-def finding_radiograph(rng: np.random.Generator, size: int, findings: Sequence[str]) -> np.ndarray:
-    """A chest picture with one bright spot per finding, (size, size) float64 in [0, 1].
-
-    Each of the 7 classes has its own spot position (the planted class signal); the other
-    findings get a spot at a random place; ``No Finding`` gets none.
-    """
-    image = chest_radiograph(rng, size, abnormal=False)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for finding in findings:
-        if finding == NO_FINDING:
-            continue
-        if finding in CLASS_INDEX:
-            cx, cy = np.asarray(_CLASS_SPOTS[CLASS_INDEX[finding]]) + rng.normal(0, 0.02, 2)
-        else:
-            cx, cy = rng.uniform(0.25, 0.75, 2)
-        image = image + 0.45 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 0.06**2))
-    return np.clip(image, 0, 1)
-
-
-def _entry_line(
-    rng: np.random.Generator,
-    name: str,
-    findings: str,
-    followup: int,
-    patient: int,
-    age: int,
-    sex: str,
-) -> str:
-    """One Data_Entry_2017.csv row, with the real file's trailing comma."""
-    width, height = (int(v) for v in rng.choice([2048, 2500, 2992, 3056], size=2))
-    spacing = str(rng.choice(["0.143", "0.168", "0.139"]))
-    view = str(rng.choice(["PA", "AP"]))
-    return (
-        f"{name},{findings},{followup},{patient},{age},{sex},{view},{width},{height},"
-        f"{spacing},{spacing},"
-    )
-
-
-def synth_chestx(root: Path, options: SynthOptions) -> None:
-    """ChestX-ray14 layout: Data_Entry_2017.csv and 8-bit grayscale PNGs in ``images/``.
-
-    ``per_class`` single-finding rows per class, plus rows the filter drops (No Finding,
-    Pneumonia, other findings, multi-label); patients have 1-4 follow-ups. The first image
-    is RGBA (opaque), as a few NIH files are.
-    """
-    rng = np.random.default_rng(options.seed)
-    n_dropped = max(4, options.per_class)
-    findings = [f for f in CLASS_FINDINGS for _ in range(options.per_class)]
-    findings += [_DROPPED_FINDINGS[i % len(_DROPPED_FINDINGS)] for i in range(n_dropped)]
-    lines = [HEADER_LINE]
-    patient, left, followup = 0, 0, 0
-    for number, position in enumerate(rng.permutation(len(findings))):
-        if left == 0:
-            patient, left, followup = patient + 1, int(rng.integers(1, 5)), 0
-            age, sex = int(rng.integers(1, 95)), str(rng.choice(["M", "F"]))
-        name = f"{patient:08d}_{followup:03d}.png"
-        picture = to_uint8_image(
-            finding_radiograph(rng, options.size, findings[position].split("|"))
-        )
-        path = root / IMAGE_DIR / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        (picture.convert("RGBA") if number == 0 else picture).save(path)
-        lines.append(_entry_line(rng, name, findings[position], followup, patient, age, sex))
-        followup, left = followup + 1, left - 1
-    atomic_write_text(root / CSV_NAME, "\n".join(lines) + "\n")
-
-
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="chestx",
@@ -490,7 +381,6 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="Patient ID column (else the file name's 8-digit prefix)",
         few_shot_resize="shorter",
         read=read_chestx,
-        synth=synth_chestx,
         description=(
             "112,120 frontal chest radiographs of 30,805 NIH patients; the images with exactly "
             "one of 7 findings (atelectasis ... pneumothorax) are kept, as the original did."

@@ -1,6 +1,6 @@
 """CheXpert (Stanford ML Group), read many-to-one: Pleural Effusion present or not.
 
-Published layout (spec/datasets-and-models.md §1.3)::
+Published layout (docs/original-study.md#dataset-chexpert)::
 
     <root>/train.csv     Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,...,Support Devices
     <root>/CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg
@@ -17,8 +17,8 @@ Label rule: only ``Pleural Effusion`` counts; every other pathology is ignored. 
 class 1 (``effusion``), ``0.0`` and blank are class 0 (``no_effusion``), the uncertain
 ``-1.0`` follows ``LabelOptions.uncertain``: ``positive`` → 1 (U-Ones, the original's
 few-shot), ``negative`` → 0 (U-Zeros, what its linear and fine-tune runs did in effect,
-spec §6 #13), ``ignore`` → the row is dropped. Any other value is a problem and its row is
-dropped. The patient is the ``patientNNNNN`` folder of the path.
+docs/original-study.md#defect-d13), ``ignore`` → the row is dropped. Any other value is a
+problem and its row is dropped. The patient is the ``patientNNNNN`` folder of the path.
 
 Original split: ``sample(frac=1, random_state=42)`` over all ``train.csv`` rows (before
 any row is dropped), shuffled rows ``[:134049]`` train, the rest test. A ``train.csv`` of at
@@ -28,7 +28,6 @@ most 134,049 rows cannot be cut that way: every row is then marked ``train`` (se
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,19 @@ from medtransfer.data.sources.base import (
     LabelOptions,
     Problem,
     SourceTable,
-    generic_original,
+    original_columns,
+    renumber_original_order,
 )
+from medtransfer.data.sources.layout import (
+    TOO_DEEP,
+    TOO_SHALLOW,
+    Clue,
+    layout_error,
+    one_level_too_deep,
+)
+from medtransfer.data.sources.problems import listed_again, row_problems
 from medtransfer.data.spec import ACCURACY, DatasetSpec
-from medtransfer.data.synthetic import SynthOptions, chest_radiograph, write_image
 from medtransfer.errors import ConfigError, DatasetError
-from medtransfer.fsutil import atomic_write_text
 
 #: The original's fixed train cut: shuffled rows [:134049] train, the rest test.
 CHEXPERT_TRAIN_ROWS = 134049
@@ -76,11 +82,9 @@ CHEXPERT_COLUMNS: tuple[str, ...] = (
 LABEL_COLUMNS = CHEXPERT_COLUMNS[5:]
 IMAGE_FOLDERS = ("CheXpert-v1.0", "CheXpert-v1.0-small")
 CLASS_NAMES = ("no_effusion", "effusion")
-#: Problems listed one by one per kind before a single "and N more" summary.
-PROBLEM_LIMIT = 20
 _SAMPLE_ROWS = 20
 _PATIENT = r"(?:^|/)(patient\d+)(?:/|$)"
-_SYNTH_HINT = "Run `medtransfer datasets synth --dataset chexpert --out DIR` to see the layout."
+DATASET = "chexpert"
 
 
 def original_split_possible(n_rows: int) -> bool:
@@ -117,14 +121,17 @@ def find_train_csv(root: Path) -> Path:
             f"{direct} not found and several candidates exist ({', '.join(map(str, found))}); "
             f"copy the one whose images you have to {direct}."
         )
-    hint = ""
-    if (root / "valid.csv").exists():
-        hint = " (valid.csv is there, but the original reads train.csv only)"
-    raise DatasetError(
-        f"{direct} not found: expected CheXpert's train.csv (header "
-        f"{','.join(CHEXPERT_COLUMNS[:6])},...) with its Path column relative to {root}, the "
-        f"image tree at {root}/CheXpert-v1.0/train/...{hint}. "
-        f"{_SYNTH_HINT}"
+    valid = root / "valid.csv"
+    raise layout_error(
+        DATASET,
+        direct,
+        f"CheXpert's train.csv (header {','.join(CHEXPERT_COLUMNS[:6])},...) with its Path "
+        f"column relative to {root}, the image tree at {root}/CheXpert-v1.0/train/...",
+        Clue(
+            valid if valid.exists() else None,
+            "the original reads train.csv only, never valid.csv",
+            f"put train.csv beside it in {root}",
+        ),
     )
 
 
@@ -186,49 +193,30 @@ def policy_labels(codes: np.ndarray, uncertain: str) -> np.ndarray:
     return labels
 
 
-def row_problems(
-    kind: str, file: str, rows: np.ndarray, detail: Callable[[int], str], fix: str = ""
-) -> list[Problem]:
-    """One problem per offending row (0-based data rows, (k,)), capped, then one summary.
-
-    The CSV row number in ``file row N`` counts the header as row 1.
-    """
-    problems = [
-        Problem(kind, f"{file} row {int(row) + 2}", detail(int(row)), fix)
-        for row in rows[:PROBLEM_LIMIT]
-    ]
-    if len(rows) > PROBLEM_LIMIT:
-        problems.append(
-            Problem(kind, file, f"... and {len(rows) - PROBLEM_LIMIT} more rows like these", fix)
-        )
-    return problems
-
-
-def _missing_folder_message(root: Path, top: str, example: str) -> str:
+def _missing_folder_error(root: Path, top: str, example: str) -> DatasetError:
+    """The error for a missing top folder ``top`` of train.csv's paths (e.g. ``example``)."""
     expected = root / top
     rest = example.split("/", 1)[1] if "/" in example else ""
     subfolders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    others = [p.name for p in subfolders if p.name.startswith("CheXpert") and p.name != top]
-    if others:
-        return (
-            f"train.csv lists images under {top}/ but {root} holds {', '.join(others)}/: use "
-            "the train.csv that came with the images you have (its Path column starts with "
-            "that folder's name)."
-        )
-    if rest and (root / rest.split("/", 1)[0]).is_dir():
-        return (
-            f"{expected} not found, but {root / rest.split('/', 1)[0]} exists: the image tree is "
-            f"one level too shallow; move it into {expected}/ so that {root / example} exists."
-        )
-    deeper = [p / top for p in subfolders if (p / top).is_dir()]
-    if deeper:
-        return (
-            f"{expected} not found, but {deeper[0]} exists: the image tree is one level too "
-            f"deep; move it up to {expected}. {_SYNTH_HINT}"
-        )
-    return (
-        f"image folder {expected} not found: train.csv's paths (e.g. {example}) are relative to "
-        f"{root}. Download CheXpert and place its image tree there. {_SYNTH_HINT}"
+    others = [p for p in subfolders if p.name.startswith("CheXpert") and p.name != top]
+    shallow = root / rest.split("/", 1)[0] if rest else None
+    return layout_error(
+        DATASET,
+        expected,
+        f"the image tree of train.csv's paths (e.g. {example}), which are relative to "
+        f"{root}: download CheXpert and place its image tree there",
+        Clue(
+            others[0] if others else None,
+            f"it is another release than the one train.csv lists ({top}/)",
+            "use the train.csv that came with the images you have (its Path column starts "
+            "with that folder's name)",
+        ),
+        Clue(
+            shallow if shallow is not None and shallow.is_dir() else None,
+            TOO_SHALLOW,
+            f"move it into {expected}/ so that {root / example} exists",
+        ),
+        one_level_too_deep(root, top),
     )
 
 
@@ -244,30 +232,29 @@ def check_image_tree(root: Path, paths: pd.Series) -> None:
     tops = listed.str.partition("/")[0]
     for top in sorted(tops.unique()):
         if not (root / top).is_dir():
-            example = listed[tops == top].iloc[0]
-            raise DatasetError(_missing_folder_message(root, top, example))
+            raise _missing_folder_error(root, top, listed[tops == top].iloc[0])
     sample = listed.iloc[:_SAMPLE_ROWS]
     if any((root / path).is_file() for path in sample):
         return
     example = sample.iloc[0]
     top, _, rest = example.partition("/")
-    if rest and (root / top / top / rest).is_file():
-        raise DatasetError(
-            f"{root / example} not found, but {root / top / top / rest} exists: the image tree "
-            f"is one level too deep (unpacked into a folder of the same name); move "
-            f"{root / top / top}'s contents up to {root / top}."
+    doubled = root / top / top / rest
+    if rest and doubled.is_file():
+        raise layout_error(
+            DATASET,
+            root / example,
+            "the images at train.csv's paths",
+            Clue(
+                doubled,
+                f"{TOO_DEEP} (unpacked into a folder of the same name)",
+                f"move the contents of {root / top / top} up into {root / top}",
+            ),
         )
     second = rest.partition("/")[0]
     if second and not (root / top / second).is_dir():
-        raise DatasetError(
-            f"{root / top / second} not found: train.csv's paths (e.g. {example}) expect it. "
-            f"{_SYNTH_HINT}"
+        raise layout_error(
+            DATASET, root / top / second, f"it, as train.csv's paths (e.g. {example}) say"
         )
-
-
-def _original_columns(n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split name and shuffled position per CSV row, both (n_rows,): the 134,049 cut."""
-    return generic_original(n_rows, n_train=CHEXPERT_TRAIN_ROWS)
 
 
 def read_chexpert(root: Path, labels: LabelOptions | None = None) -> SourceTable:
@@ -293,19 +280,8 @@ def read_chexpert(root: Path, labels: LabelOptions | None = None) -> SourceTable
         lambda r: f"{TARGET_COLUMN} is {raw.iloc[r]!r}, not 1.0, 0.0, -1.0 or blank; row skipped",
         "fix the value in train.csv",
     )
-    duplicated = (paths.duplicated(keep="first") & ~pd.Series(no_path)).to_numpy()
-    if duplicated.any():
-        firsts = paths.drop_duplicates(keep="first")
-        first_row = pd.Series(firsts.index.to_numpy(), index=firsts.to_numpy())
-        problems += row_problems(
-            "duplicate",
-            csv_name,
-            np.flatnonzero(duplicated),
-            lambda r: (
-                f"{paths.iloc[r]} is listed again (first at row {first_row[paths.iloc[r]] + 2})"
-            ),
-            "remove the repeated row",
-        )
+    repeated = (paths.duplicated(keep="first") & ~pd.Series(no_path)).to_numpy()
+    problems += listed_again(csv_name, paths, repeated)
     patients = paths.str.extract(_PATIENT, expand=False).fillna("")
     problems += row_problems(
         "bad-name",
@@ -313,20 +289,17 @@ def read_chexpert(root: Path, labels: LabelOptions | None = None) -> SourceTable
         np.flatnonzero((patients == "").to_numpy() & ~no_path),
         lambda r: f"{paths.iloc[r]} has no patientNNNNN folder; the image is its own patient",
     )
-    split, position = _original_columns(len(paths))
     table = pd.DataFrame(
         {
             "path": paths,
             "label": label,
             "patient": patients,
-            "original_split": split,
-            "position": position,
+            **original_columns(len(paths), n_train=CHEXPERT_TRAIN_ROWS),
         }
     )
-    table = table.loc[(label >= 0) & ~no_path].copy()
+    table = table.loc[(label >= 0) & ~no_path]
     check_image_tree(root, table["path"])
-    rank = table.groupby("original_split")["position"].rank(method="first")
-    table["original_order"] = rank.astype(np.int64) - 1
+    table = renumber_original_order(table)
     problems += _empty_classes(table["label"], csv_name, labels.uncertain)
     return SourceTable(table.reset_index(drop=True), problems)
 
@@ -345,79 +318,6 @@ def _empty_classes(label: pd.Series, csv_name: str, uncertain: str) -> list[Prob
     ]
 
 
-# --- synthetic tree --------------------------------------------------------------------------
-
-
-def _plan_studies(rng: np.random.Generator, per_class: int) -> list[tuple[str, int]]:
-    """(Pleural Effusion value, number of views) per study, ``per_class`` images per class.
-
-    Class 1 mixes ``1.0`` with uncertain ``-1.0`` (U-Ones counts both as positive); class 0
-    mixes ``0.0`` with blanks. The first two studies of each class are single-view, one of
-    each value, so both values occur whenever ``per_class >= 2``.
-    """
-    studies: list[tuple[str, int]] = []
-    for values in (("0.0", ""), ("1.0", "-1.0")):
-        remaining, number = per_class, 0
-        while remaining > 0:
-            views = 1 if number < 2 or remaining == 1 else int(rng.random() < 0.4) + 1
-            value = values[number] if number < 2 else values[int(rng.random() < 0.35)]
-            studies.append((value, views))
-            remaining -= views
-            number += 1
-    return studies
-
-
-def _other_labels(rng: np.random.Generator, effusion: str) -> dict[str, str]:
-    """Plausible values for the label columns other than Pleural Effusion, one study."""
-    values = {
-        column: str(rng.choice(["", "1.0", "0.0", "-1.0"], p=[0.72, 0.12, 0.11, 0.05]))
-        for column in LABEL_COLUMNS
-        if column not in ("No Finding", TARGET_COLUMN)
-    }
-    values[TARGET_COLUMN] = effusion
-    positive = any(v in ("1.0", "-1.0") for v in values.values())
-    values["No Finding"] = "" if positive else "1.0"
-    return values
-
-
-def synth_chexpert(root: Path, options: SynthOptions) -> None:
-    """CheXpert layout: train.csv with the official header, 8-bit grayscale JPEGs.
-
-    Patients hold 1-3 studies each; a study is a frontal view, sometimes with a lateral one
-    sharing its labels. Pleural Effusion is planted with ``chest_radiograph(abnormal=...)``
-    for ``1.0`` and ``-1.0``.
-    """
-    rng = np.random.default_rng(options.seed)
-    studies = _plan_studies(rng, options.per_class)
-    order = rng.permutation(len(studies))
-    rows: list[dict[str, object]] = []
-    patient, left = 0, 0
-    for position in order:
-        if left == 0:
-            patient, left, study = patient + 1, int(rng.integers(1, 4)), 0
-            sex, age = str(rng.choice(["Male", "Female"])), int(rng.integers(18, 91))
-        study, left = study + 1, left - 1
-        effusion, views = studies[position]
-        labels = _other_labels(rng, effusion)
-        folder = f"CheXpert-v1.0/train/patient{patient:05d}/study{study}"
-        for view in range(views):
-            name = "view1_frontal.jpg" if view == 0 else "view2_lateral.jpg"
-            image = chest_radiograph(rng, options.size, effusion in ("1.0", "-1.0"))
-            write_image(image, root / folder / name)
-            rows.append(
-                {
-                    "Path": f"{folder}/{name}",
-                    "Sex": sex,
-                    "Age": age,
-                    "Frontal/Lateral": "Frontal" if view == 0 else "Lateral",
-                    "AP/PA": str(rng.choice(["AP", "PA"])) if view == 0 else "",
-                    **labels,
-                }
-            )
-    frame = pd.DataFrame(rows, columns=list(CHEXPERT_COLUMNS))
-    atomic_write_text(root / CSV_NAME, frame.to_csv(index=False))
-
-
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="chexpert",
@@ -430,7 +330,6 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="patientNNNNN folder in train.csv's Path",
         few_shot_resize="shorter",
         read=read_chexpert,
-        synth=synth_chexpert,
         label_options=("uncertain",),
         check_original=check_original_split,
         description=(

@@ -1,6 +1,6 @@
 """STOIC 2021 chest CT (COVID-19): 3-D CT volumes turned into one 2-D axial slice each.
 
-Published layout (the STOIC 2021 training release; spec/datasets-and-models.md §1.10)::
+Published layout (the STOIC 2021 training release; docs/original-study.md#dataset-stoic)::
 
     <root>/metadata/reference.csv        PatientID,probCOVID,probSevere
     <root>/data/mha/<PatientID>.mha      one 3-D CT volume (Hounsfield units) per patient
@@ -28,11 +28,16 @@ import pandas as pd
 import SimpleITK as sitk
 from PIL import Image
 
-from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable, generic_original
+from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable, original_columns
+from medtransfer.data.sources.layout import (
+    TOO_SHALLOW,
+    Clue,
+    layout_error,
+    one_level_too_deep,
+    synth_hint,
+)
 from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY, DatasetSpec
-from medtransfer.data.synthetic import SynthOptions
 from medtransfer.errors import DatasetError, ImageDecodeError
-from medtransfer.fsutil import atomic_write_text
 
 CLASS_NAMES = ("covid_negative", "covid_positive")
 CSV_NAME = "metadata/reference.csv"
@@ -40,8 +45,7 @@ VOLUME_DIR = "data/mha"
 CSV_COLUMNS = ("PatientID", "probCOVID", "probSevere")
 HU_WINDOW = (-1000.0, 250.0)
 ORIENTATIONS = ("radiological", "original")
-_SYNTH_DEPTH = 16
-_SYNTH_HINT = "Run `medtransfer datasets synth --dataset stoic --out DIR` to see the layout."
+DATASET = "stoic"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -49,24 +53,17 @@ _SYNTH_HINT = "Run `medtransfer datasets synth --dataset stoic --out DIR` to see
 
 def _layout_error(root: Path) -> DatasetError:
     """The error for a missing ``metadata/reference.csv``, with a hint at the likely nesting."""
-    expected = root / CSV_NAME
-    hint = ""
-    if (root / "reference.csv").is_file():
-        hint = (
-            f" {root / 'reference.csv'} exists: the folder is one level too shallow; move it "
-            f"to {expected} (and the volumes to {root / VOLUME_DIR})."
-        )
-    else:
-        deeper = sorted(p for p in root.glob(f"*/{CSV_NAME}") if p.is_file())
-        if deeper:
-            inner = deeper[0].parent.parent
-            hint = (
-                f" {deeper[0]} exists: the dataset is one level too deep; use {inner} as the "
-                "stoic folder (move its contents up)."
-            )
-    return DatasetError(
-        f"{expected} not found: expected the STOIC 2021 index CSV (columns "
-        f"{','.join(CSV_COLUMNS)}).{hint} {_SYNTH_HINT}"
+    flat = root / "reference.csv"
+    return layout_error(
+        DATASET,
+        root / CSV_NAME,
+        f"the STOIC 2021 index CSV (columns {','.join(CSV_COLUMNS)})",
+        Clue(
+            flat if flat.is_file() else None,
+            TOO_SHALLOW,
+            f"move it to {root / CSV_NAME} (and the volumes to {root / VOLUME_DIR})",
+        ),
+        one_level_too_deep(root, CSV_NAME),
     )
 
 
@@ -75,14 +72,18 @@ def _check_volume_folder(root: Path) -> None:
     folder = root / VOLUME_DIR
     if folder.is_dir():
         return
-    hint = ""
-    for wrong in (root / "mha", root / "data"):
-        if wrong.is_dir() and any(wrong.glob("*.mha")):
-            hint = f" The volumes seem to be in {wrong}; move them to {folder}."
-            break
-    raise DatasetError(
-        f"{folder} not found: expected the CT volumes as {folder}/<PatientID>.mha.{hint} "
-        f"{_SYNTH_HINT}"
+    raise layout_error(
+        DATASET,
+        folder,
+        f"the CT volumes as {folder}/<PatientID>.mha",
+        *(
+            Clue(
+                wrong if wrong.is_dir() and any(wrong.glob("*.mha")) else None,
+                "the volumes are in the wrong folder",
+                f"move them to {folder}",
+            )
+            for wrong in (root / "mha", root / "data")
+        ),
     )
 
 
@@ -97,7 +98,7 @@ def _read_reference(csv_path: Path) -> pd.DataFrame:
     if missing:
         raise DatasetError(
             f"{csv_path}: missing column(s) {missing}; found {list(frame.columns)}. The STOIC "
-            f"index has the header {','.join(CSV_COLUMNS)}. {_SYNTH_HINT}"
+            f"index has the header {','.join(CSV_COLUMNS)}. {synth_hint(DATASET)}"
         )
     return frame
 
@@ -151,14 +152,12 @@ def read_stoic(root: Path, labels: LabelOptions | None = None) -> SourceTable:
     valid = np.isin(values, (0.0, 1.0)) & (ids != "").to_numpy()
     problems = _label_problems(CSV_NAME, ids, raw, valid)
     problems.extend(_duplicate_problems(CSV_NAME, ids))
-    split, order = generic_original(len(frame))
     table = pd.DataFrame(
         {
             "path": VOLUME_DIR + "/" + ids + ".mha",
             "label": np.nan_to_num(values).astype(np.int64),
             "patient": ids,
-            "original_split": split,
-            "original_order": order,
+            **original_columns(len(frame)),
         }
     )[valid]
     for label, name in enumerate(CLASS_NAMES):
@@ -250,7 +249,8 @@ def stoic_slice(path: Path, orientation: str = "radiological") -> np.ndarray:
     identity direction this is the stored (y, x) grid): rows run from anterior (top) to
     posterior, columns from the patient's right (left of the image) to their left.
     ``orientation="original"``: what the original code produced (medpy's (x, y, z) array
-    sliced as ``vol[:, :, z]``), i.e. the stored slice transposed, rows = x (spec §6 #27).
+    sliced as ``vol[:, :, z]``), i.e. the stored slice transposed, rows = x
+    (docs/original-study.md#defect-d27).
     """
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
@@ -279,84 +279,6 @@ def load_stoic_original(path: Path) -> Image.Image:
     return Image.fromarray(stoic_slice(Path(path), "original")).convert("RGB")
 
 
-# ----------------------------------------------------------------------------- synthetic
-
-
-def synthetic_ct(rng: np.random.Generator, size: int, depth: int, covid: bool) -> np.ndarray:
-    """A chest-CT-like volume in HU, (depth, size, size) int16, axes (z, y, x).
-
-    Air (-1000) around an elliptic body (~40 HU), two lungs (~-800 HU), the heart towards the
-    patient's left (larger x), the spine posterior (larger y, ~700 HU). ``covid`` adds
-    ground-glass patches (-500..-300 HU) in the lungs of the middle slices, the class signal.
-    """
-    zz, yy, xx = np.mgrid[0:depth, 0:size, 0:size].astype(np.float64)
-    yy, xx = yy / size, xx / size
-    zrel = (zz + 0.5) / depth
-    shift = rng.normal(0, 0.015, size=2)
-    volume = np.full((depth, size, size), -1000.0)
-    body = ((xx - 0.5 - shift[0]) / 0.45) ** 2 + ((yy - 0.5 - shift[1]) / 0.36) ** 2 < 1
-    volume[body] = 40.0
-    lung_extent = np.clip(1 - ((zrel - 0.5) / 0.55) ** 2, 0.05, 1)
-    lungs = np.zeros(volume.shape, dtype=bool)
-    for centre_x in (0.3, 0.7):
-        ellipse = ((xx - centre_x - shift[0]) / 0.15) ** 2 + ((yy - 0.47 - shift[1]) / 0.25) ** 2
-        lungs |= ellipse < lung_extent
-    volume[lungs] = -800.0
-    heart = ((xx - 0.58) / 0.12) ** 2 + ((yy - 0.45) / 0.1) ** 2 < lung_extent
-    volume[heart & (zrel < 0.7)] = 45.0
-    spine = ((xx - 0.5) / 0.05) ** 2 + ((yy - 0.78) / 0.05) ** 2 < 1
-    volume[spine] = 700.0
-    if covid:
-        middle = np.abs(zz - depth // 2) <= max(1, depth // 5)
-        for _ in range(int(rng.integers(3, 6))):
-            cx = rng.choice([0.3, 0.7]) + rng.normal(0, 0.04)
-            cy = 0.47 + rng.normal(0, 0.08)
-            radius = rng.uniform(0.04, 0.08)
-            patch = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
-            volume[patch & lungs & middle] = rng.uniform(-500, -300)
-    volume += rng.normal(0, 15, size=volume.shape)
-    return np.round(np.clip(volume, -1024, 3071)).astype(np.int16)
-
-
-def write_volume(volume: np.ndarray, path: Path, spacing: tuple[float, float, float]) -> None:
-    """Write a (z, y, x) int16 HU array as an uncompressed .mha with CT-like geometry.
-
-    ``spacing`` is (x, y, z) in mm; the origin puts the volume's centre near (0, 0, -150).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(volume)
-    image.SetSpacing(spacing)
-    depth, height, width = volume.shape
-    image.SetOrigin(
-        (-0.5 * width * spacing[0], -0.5 * height * spacing[1], -150 - 0.5 * depth * spacing[2])
-    )
-    image.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    sitk.WriteImage(image, os.fspath(tmp), useCompression=False)
-    os.replace(tmp, path)
-
-
-def synth_stoic(root: Path, options: SynthOptions) -> None:
-    """STOIC layout: ``metadata/reference.csv`` and int16 ``data/mha/<PatientID>.mha`` volumes.
-
-    ``options.per_class`` volumes per class of ``16 x size x size`` voxels (z, y, x).
-    """
-    rng = np.random.default_rng(options.seed)
-    n = 2 * options.per_class
-    labels = rng.permutation([0] * options.per_class + [1] * options.per_class)
-    ids = np.sort(rng.choice(np.arange(10 * n + 10), size=n, replace=False))
-    field_of_view = 360.0
-    spacing = (field_of_view / options.size, field_of_view / options.size, 300.0 / _SYNTH_DEPTH)
-    rows = []
-    for patient, label in zip(ids, labels, strict=True):
-        volume = synthetic_ct(rng, options.size, _SYNTH_DEPTH, bool(label))
-        write_volume(volume, root / VOLUME_DIR / f"{patient}.mha", spacing)
-        severe = int(label == 1 and rng.random() < 0.3)
-        rows.append({"PatientID": str(patient), "probCOVID": int(label), "probSevere": severe})
-    frame = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
-    atomic_write_text(root / CSV_NAME, frame.to_csv(index=False))
-
-
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="stoic",
@@ -369,7 +291,6 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="PatientID in metadata/reference.csv (one CT volume per patient)",
         few_shot_resize="shorter",
         read=read_stoic,
-        synth=synth_stoic,
         load=load_stoic,
         description=(
             "2,000 chest CTs from the STOIC 2021 challenge (French multicentre); COVID-19 "

@@ -1,7 +1,7 @@
 """Shenzhen and Montgomery County tuberculosis chest X-ray sets (one layout, two datasets).
 
 Published layout (the Kaggle "Pulmonary Chest X-Ray Abnormalities" export the original
-study used; spec/datasets-and-models.md §1.8–§1.9)::
+study used; docs/original-study.md#dataset-shenzhencxr and #dataset-montgomerycxr)::
 
     <root>/shenzhen_metadata.csv                    study_id,sex,age,findings
     <root>/ChinaSet_AllFiles/CXR_png/CHNCXR_0001_0.png
@@ -13,6 +13,9 @@ else class 1 (tuberculosis). The file name's last digit (``_0`` / ``_1``) encode
 label; a disagreement, or a near-miss spelling of "normal", is reported as a problem
 (the original silently called ``"Normal "`` tuberculosis). Each image is its own patient:
 the patient id is the file name without the label suffix (``CHNCXR_0001``).
+
+The two sets share this one reader because their layouts differ only in names
+(:class:`TbLayout`); each has its own spec.
 """
 
 from __future__ import annotations
@@ -21,19 +24,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable
+from medtransfer.data.sources.layout import Clue, layout_error
 from medtransfer.data.spec import ACCURACY, DatasetSpec
-from medtransfer.data.synthetic import (
-    SynthOptions,
-    chest_radiograph,
-    write_16bit_png,
-    write_palette_png,
-)
 from medtransfer.errors import DatasetError
-from medtransfer.fsutil import atomic_write_text
 
 CLASS_NAMES = ("normal", "tuberculosis")
 _SUFFIX = re.compile(r"^(?P<patient>.+)_(?P<digit>[01])\.png$", re.IGNORECASE)
@@ -41,8 +37,9 @@ _SUFFIX = re.compile(r"^(?P<patient>.+)_(?P<digit>[01])\.png$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class TbLayout:
-    """Where one of the two sets keeps its index file and images."""
+    """Where one of the two sets keeps its index file and images; ``dataset``: catalog name."""
 
+    dataset: str
     csv_name: str
     image_dir: str
     file_prefix: str
@@ -50,28 +47,31 @@ class TbLayout:
 
 
 SHENZHEN = TbLayout(
+    "shenzhencxr",
     "shenzhen_metadata.csv",
     "ChinaSet_AllFiles/CXR_png",
     "CHNCXR",
     wrong_csv_names=("shenzhencxr_metadata.csv",),
 )
-MONTGOMERY = TbLayout("montgomery_metadata.csv", "MontgomerySet/CXR_png", "MCUCXR")
+MONTGOMERY = TbLayout("montgomerycxr", "montgomery_metadata.csv", "MontgomerySet/CXR_png", "MCUCXR")
 
 
 def read_tb_layout(root: Path, layout: TbLayout) -> SourceTable:
     """Read ``root`` in the given layout; see the module docstring for the rules."""
     csv_path = root / layout.csv_name
     if not csv_path.is_file():
-        hint = ""
-        for wrong in layout.wrong_csv_names:
-            if (root / wrong).is_file():
-                hint = (
-                    f" A file {wrong} exists: the original README used that name by mistake; "
-                    f"rename it to {layout.csv_name}."
+        raise layout_error(
+            layout.dataset,
+            csv_path,
+            "the metadata CSV (columns study_id,sex,age,findings) of the published layout",
+            *(
+                Clue(
+                    root / wrong if (root / wrong).is_file() else None,
+                    "the original README used that name by mistake",
+                    f"rename it to {layout.csv_name}",
                 )
-        raise DatasetError(
-            f"{csv_path} not found: expected the metadata CSV (columns study_id,sex,age,findings) "
-            f"of the published layout.{hint} Run `medtransfer datasets synth` to see the layout."
+                for wrong in layout.wrong_csv_names
+            ),
         )
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -144,30 +144,6 @@ def read_montgomery(root: Path, labels: LabelOptions | None = None) -> SourceTab
     return read_tb_layout(root, MONTGOMERY)
 
 
-def _synth_tb(root: Path, options: SynthOptions, layout: TbLayout, writer) -> None:
-    rng = np.random.default_rng(options.seed)
-    rows = []
-    labels = [0] * options.per_class + [1] * options.per_class
-    for number, label in enumerate(rng.permutation(labels), start=1):
-        name = f"{layout.file_prefix}_{number:04d}_{label}.png"
-        writer(chest_radiograph(rng, options.size, bool(label)), root / layout.image_dir / name)
-        sex = rng.choice(["Male", "Female"])
-        age = f"{int(rng.integers(18, 80)):03d}Y"
-        findings = "normal" if label == 0 else rng.choice(["PTB in the right upper field", "STB"])
-        rows.append({"study_id": name, "sex": sex, "age": age, "findings": findings})
-    atomic_write_text(root / layout.csv_name, pd.DataFrame(rows).to_csv(index=False))
-
-
-def synth_shenzhen(root: Path, options: SynthOptions) -> None:
-    """Shenzhen layout with 8-bit palette ("P") PNGs, as the real files are."""
-    _synth_tb(root, options, SHENZHEN, write_palette_png)
-
-
-def synth_montgomery(root: Path, options: SynthOptions) -> None:
-    """Montgomery layout with 16-bit PNGs holding 12-bit values."""
-    _synth_tb(root, options, MONTGOMERY, write_16bit_png)
-
-
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="shenzhencxr",
@@ -180,7 +156,6 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="one image per patient (file name CHNCXR_NNNN)",
         few_shot_resize="square",
         read=read_shenzhen,
-        synth=synth_shenzhen,
         description="662 frontal CXRs from Shenzhen No.3 People's Hospital; normal vs TB.",
     ),
     DatasetSpec(
@@ -194,7 +169,6 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="one image per patient (file name MCUCXR_NNNN)",
         few_shot_resize="square",
         read=read_montgomery,
-        synth=synth_montgomery,
         description="138 frontal CXRs from Montgomery County, Maryland; normal vs TB.",
     ),
 )

@@ -3,11 +3,12 @@
 The upstream file ``pretrain_res50x1.pkl`` (https://storage.googleapis.com/deepmind-byol/
 checkpoints/pretrain_res50x1.pkl, 570 MB) is a Python pickle. Loading it the usual way needs
 ``jax``, ``jaxlib``, ``dill`` and ``dm-haiku`` and runs whatever code the pickle names. This
-module reads it with an allow-list :class:`pickle.Unpickler` that knows exactly the handful of
-globals such a file references, maps the online ResNet-50 **by module name** onto torchvision
-and refuses any other global with a :class:`ModelError` before it can run.
+module reads it with the allow-list unpickler of :mod:`medtransfer.safety.unpickle`, given
+exactly the handful of globals such a file references, maps the online ResNet-50 **by
+module name** onto torchvision and refuses any other global with a :class:`ModelError`
+before it can run.
 
-What the file holds, and where that is documented (all found with the code search tool):
+What the file holds, and where that is documented:
 
 * ``google-deepmind/deepmind-research`` ``byol/utils/checkpointing.py``
   (``Checkpointer.maybe_save_checkpoint``): ``dill.dump(dict(experiment_state=jax.tree_map(
@@ -34,8 +35,7 @@ What the file holds, and where that is documented (all found with the code searc
 * ``haiku/_src/data_structures.py``: haiku's immutable mappings pickle as
   ``frozendict.__reduce__ -> (frozendict, (storage,))`` (haiku of 2020) or
   ``FlatMap.__reduce__ -> (FlatMapping, (mapping,))`` ("for backwards compatibility with old
-  pickles"). Which of the two the published file uses was not verifiable here; both are
-  accepted and become plain dicts.
+  pickles"). Both are accepted and become plain dicts.
 * ``uqfoundation/dill`` ``dill/_dill.py`` (0.3.x, 2020): ``save_type`` pickles namedtuple
   *classes* as ``dill._dill._create_namedtuple(name, fields, module)``, which rebuilds the
   class when its module is not importable. That is why third-party converters load the file
@@ -48,16 +48,18 @@ What the file holds, and where that is documented (all found with the code searc
 * Existing converters: ``ajtejankar/byol-convert`` ``convert.py`` maps by name with regexes
   (skips ``projector``/``predictor``, turns ``classifier`` into ``fc``, asserts
   ``average == hidden``); ``linusericsson/ssl-transfer`` ``download_and_prepare_models.py``
-  (the study's recipe, spec §5.4 (b)) pairs convs/BNs by sorted position.
+  (the study's recipe, docs/original-study.md#conversions) pairs convs/BNs by sorted position.
 
 Allowed globals (everything else is refused): ``dill._dill._create_namedtuple`` (also the
 pre-0.3 spelling ``dill.dill``), the by-reference namedtuples of the BYOL source
 (``byol.byol_experiment._ByolExperimentState``, ``byol.utils.optimizers.ScaleByLarsState`` /
-``AddWeightDecayState``), ``haiku._src.data_structures.frozendict`` / ``FlatMapping``,
-``numpy.core.multiarray._reconstruct`` / ``scalar`` (and the numpy 2 ``numpy._core`` spelling),
-``numpy.ndarray``, ``numpy.dtype`` and ``_codecs.encode``. Object dtypes are refused too.
+``AddWeightDecayState``), ``haiku._src.data_structures.frozendict`` / ``FlatMapping``, and
+the numpy and bytes globals of :data:`medtransfer.safety.unpickle.NUMPY_GLOBALS`
+(``numpy.core.multiarray._reconstruct`` / ``scalar`` and the numpy 2 ``numpy._core``
+spelling, ``numpy.ndarray``, ``numpy.dtype``, ``_codecs.encode``): arrays are rebuilt from
+their bytes with plain numeric dtypes only, so object and structured dtypes are refused.
 
-Mapping (verified against the network code above): ``initial_conv`` -> ``conv1``,
+Mapping (following the network code above): ``initial_conv`` -> ``conv1``,
 ``initial_batchnorm`` -> ``bn1``, ``block_group_g/~/block_b/~/conv_k`` ->
 ``layer{g+1}.{b}.conv{k+1}``, ``batchnorm_k`` -> ``bn{k+1}``, ``shortcut_conv`` ->
 ``downsample.0``, ``shortcut_batchnorm`` -> ``downsample.1``. Kernels HWIO -> OIHW; BN
@@ -75,10 +77,8 @@ shares this (``ajtejankar/byol-convert`` reports 74.6 % vs the original 74.4 % t
 from __future__ import annotations
 
 import collections
-import io
-import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ import torch
 from torch import Tensor
 
 from medtransfer.errors import ModelError
+from medtransfer.safety.unpickle import NUMPY_GLOBALS, RefusedPickle, restricted_load
 
 UPSTREAM_URL = "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl"
 WRAPPER_KEY = "experiment_state"
@@ -110,14 +111,6 @@ _AddWeightDecayState = collections.namedtuple("AddWeightDecayState", ())
 # --------------------------------------------------------------------------- safe globals
 
 
-class _Refused(Exception):
-    """Raised by the stand-ins below; :func:`load_byol_pickle` turns it into a ModelError."""
-
-
-def _refuse(what: str) -> _Refused:
-    return _Refused(what)
-
-
 _namedtuple_cache: dict[tuple[str, tuple[str, ...]], type] = {}
 
 
@@ -131,11 +124,11 @@ def _create_namedtuple(
     """
     del modulename, defaults
     if not isinstance(name, str) or not name.isidentifier():
-        raise _refuse(f"a namedtuple with the invalid name {name!r}")
+        raise RefusedPickle(f"a namedtuple with the invalid name {name!r}")
     if not isinstance(fieldnames, tuple | list) or not all(
         isinstance(f, str) and f.isidentifier() and not f.startswith("_") for f in fieldnames
     ):
-        raise _refuse(f"a namedtuple {name} with invalid fields {fieldnames!r}")
+        raise RefusedPickle(f"a namedtuple {name} with invalid fields {fieldnames!r}")
     key = (name, tuple(fieldnames))
     if key not in _namedtuple_cache:
         _namedtuple_cache[key] = collections.namedtuple(name, key[1])
@@ -147,46 +140,12 @@ def _haiku_mapping(mapping: object = None) -> dict[str, Any]:
     if mapping is None:
         return {}
     if not isinstance(mapping, Mapping):
-        raise _refuse(f"a haiku mapping built from a {type(mapping).__name__}")
+        raise RefusedPickle(f"a haiku mapping built from a {type(mapping).__name__}")
     return dict(mapping)
 
 
-def _check_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype.hasobject:
-        raise _refuse(f"a numpy array of Python objects (dtype {dtype})")
-    return dtype
-
-
-def _dtype(*args: object) -> np.dtype:
-    """``numpy.dtype(spec, align, copy)`` for plain numeric dtypes only."""
-    return _check_dtype(np.dtype(*args))  # type: ignore[call-overload]
-
-
-_NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
-
-
-def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
-    """numpy's array reconstructor, for plain ``numpy.ndarray`` only."""
-    if subtype is not np.ndarray:
-        raise _refuse(f"an array of type {subtype!r}")
-    return _NUMPY_RECONSTRUCT(subtype, shape, dtype)
-
-
-def _scalar(dtype: object, data: object = None) -> np.generic:
-    """numpy's scalar reconstructor for numeric dtypes (the bytes come as ``data``)."""
-    if not isinstance(dtype, np.dtype) or not isinstance(data, bytes):
-        raise _refuse("a malformed numpy scalar")
-    return np.frombuffer(data, dtype=_check_dtype(dtype), count=1)[0]
-
-
-def _latin1_encode(text: object, encoding: object = "utf-8") -> bytes:
-    """``_codecs.encode(text, 'latin1')``: how protocol 2 stores ``bytes`` under Python 3."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _refuse(f"a call _codecs.encode(..., {encoding!r})")
-    return text.encode("latin1")
-
-
-_SAFE_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    **NUMPY_GLOBALS,
     ("dill._dill", "_create_namedtuple"): _create_namedtuple,
     ("dill.dill", "_create_namedtuple"): _create_namedtuple,
     ("byol.byol_experiment", "_ByolExperimentState"): _ByolExperimentState,
@@ -194,39 +153,7 @@ _SAFE_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("byol.utils.optimizers", "AddWeightDecayState"): _AddWeightDecayState,
     ("haiku._src.data_structures", "frozendict"): _haiku_mapping,
     ("haiku._src.data_structures", "FlatMapping"): _haiku_mapping,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _dtype,
-    ("_codecs", "encode"): _latin1_encode,
 }
-
-
-class _ByolUnpickler(pickle.Unpickler):
-    """Resolves only :data:`_SAFE_GLOBALS`; any other global is a ModelError naming it."""
-
-    def __init__(self, file: io.BufferedIOBase, path: Path) -> None:
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = _SAFE_GLOBALS.get((module, name))
-        if found is None:
-            raise ModelError(
-                f"The BYOL checkpoint {self._path} refers to the Python global {module}.{name}, "
-                "which is not on the allow-list of what the published pretrain_res50x1.pkl "
-                "needs; it was refused without being run (unpickling can execute code). "
-                f"Re-download the genuine file from {UPSTREAM_URL}."
-            )
-        return found
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise ModelError(
-            f"The BYOL checkpoint {self._path} uses pickle persistent ids, which the published "
-            f"file does not; re-download it from {UPSTREAM_URL}."
-        )
 
 
 def load_byol_pickle(path: Path) -> Any:
@@ -240,19 +167,18 @@ def load_byol_pickle(path: Path) -> Any:
         raise ModelError(f"The BYOL checkpoint {path} does not exist; download {UPSTREAM_URL}.")
     try:
         with path.open("rb") as file:
-            return _ByolUnpickler(file, path).load()
-    except ModelError:
-        raise
-    except _Refused as err:
+            return restricted_load(file, _SAFE_GLOBALS)
+    except RefusedPickle as err:
         raise ModelError(
-            f"The BYOL checkpoint {path} holds {err}, which the published pretrain_res50x1.pkl "
-            f"does not; it was refused without being run. Re-download {UPSTREAM_URL}."
-        ) from None
+            f"The BYOL checkpoint {path} was refused without being run ({err}). The published "
+            "pretrain_res50x1.pkl needs only the allow-listed globals and plain numeric arrays, "
+            f"and unpickling can execute code: re-download the genuine file from {UPSTREAM_URL}."
+        ) from err
     except Exception as err:  # truncated stream, foreign format, bad opcode, ...
         raise ModelError(
             f"The BYOL checkpoint {path} cannot be read as a pickle ({type(err).__name__}: "
             f"{err}). It may be truncated or not the BYOL file; re-download {UPSTREAM_URL}."
-        ) from None
+        ) from err
 
 
 # --------------------------------------------------------------------------- structure

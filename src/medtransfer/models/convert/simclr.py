@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from medtransfer.errors import ModelError
 from medtransfer.models.convert.tf_checkpoint import list_tf_checkpoint, read_tf_checkpoint
+from medtransfer.safety.archive import ArchiveError, zip_members
 
 SCOPE = "base_model/"
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -78,18 +78,6 @@ def simclr_v1_layer_names(blocks: tuple[int, ...] = RESNET50_BLOCKS) -> list[tup
 # --------------------------------------------------------------------------- finding the checkpoint
 
 
-def _is_unsafe_member(info: zipfile.ZipInfo) -> str | None:
-    """Why a zip member must not be extracted, or None."""
-    name = info.filename
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "'..' in its path"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
-    return None
-
-
 def _in_hub_module(name: str) -> bool:
     """Whether a path lies inside a TF-Hub/SavedModel folder (``hub/`` or ``variables/``)."""
     return any(part in ("hub", "variables") for part in PurePosixPath(name).parts[:-1])
@@ -112,14 +100,7 @@ def _extract_checkpoint(archive: Path, workdir: Path) -> Path:
     """Extract only the checkpoint's ``.index`` and ``.data-*`` files; returns the prefix."""
     try:
         with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            for info in members:
-                reason = _is_unsafe_member(info)
-                if reason is not None:
-                    raise ModelError(
-                        f"The archive {archive} is refused: its member {info.filename!r} has "
-                        f"a {reason}. Download ResNet50_1x.zip again from the SimCLR bucket."
-                    )
+            members = zip_members(archive, zf)
             files = [i.filename for i in members if not i.is_dir()]
             index = _pick_index(archive, files)
             prefix = index[: -len(".index")]
@@ -138,11 +119,13 @@ def _extract_checkpoint(archive: Path, workdir: Path) -> Path:
                 target = workdir / (local.name + name[len(prefix) :])
                 with zf.open(name) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
+    except ArchiveError as err:
+        raise ModelError(f"{err}. Download ResNet50_1x.zip again from the SimCLR bucket.") from err
     except zipfile.BadZipFile as err:
         raise ModelError(
             f"The archive {archive} is not a valid zip file ({err}). Download "
             "ResNet50_1x.zip again."
-        ) from None
+        ) from err
     return local
 
 

@@ -1,13 +1,7 @@
-"""Small image trees in the exact published layouts, with a learnable class signal.
+"""Options and the drawing and writing primitives every synthetic writer shares.
 
-Used by the tests, the demo and the benchmarks, and by users who want to see the layout a
-loader expects (``medtransfer datasets synth --dataset NAME --out DIR``). Every tree is
-written under ``DIR/<dataset folder>/`` so that ``--data-root DIR`` reads it directly.
-The pixels are synthetic: the class signal is planted on purpose and means nothing
-clinically.
-
-This module holds the shared drawing and writing primitives; each dataset's own writer
-lives beside its reader in ``data/sources/`` and is named by its catalog entry.
+Pictures are float arrays in [0, 1], (size, size) for grayscale or (size, size, 3) for
+RGB; the ``write_*`` functions turn them into files in the formats the real releases use.
 """
 
 from __future__ import annotations
@@ -17,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from medtransfer.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -97,16 +89,3 @@ def write_image(image: np.ndarray, path: Path, **save_options: object) -> None:
     """Save a float [0, 1] (H, W) or (H, W, 3) image; the format follows the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     to_uint8_image(image).save(path, **save_options)
-
-
-def synthesize(dataset: str, out_dir: Path, options: SynthOptions | None = None) -> Path:
-    """Write a synthetic tree for ``dataset`` under ``out_dir/<folder>``; returns that folder."""
-    from medtransfer.data.catalog import CATALOG, get_dataset_spec
-
-    spec = get_dataset_spec(dataset)
-    if spec.synth is None:
-        available = ", ".join(s.name for s in CATALOG if s.synth is not None)
-        raise DatasetError(f"No synthetic layout for {spec.name} yet; available: {available}.")
-    root = Path(out_dir) / spec.folder
-    spec.synth(root, options or SynthOptions())
-    return root

@@ -1,0 +1,1 @@
+"""Reading files from the internet without trusting them: restricted unpickling, safe extraction."""
