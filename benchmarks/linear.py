@@ -8,7 +8,7 @@ already cached (a new grid, seed or protocol on the same model and data).
 
 (c) The solver alone, on the same in-memory features:
 
-The original's procedure (spec/evaluations.md §2.3) with scikit-learn -- one
+The original's procedure (docs/original-study.md#linear) with scikit-learn -- one
 ``LogisticRegression(solver='lbfgs', warm_start=True, max_iter=100)`` refitted along the
 45-value C grid (1e6 -> 1e-5) on train, scored on val, then refitted on train+val at the
 chosen C -- against medtransfer's torch solver on the same objective:

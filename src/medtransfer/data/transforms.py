@@ -3,7 +3,7 @@
 Input normalisation (ImageNet statistics, histogram equalisation, ...) is NOT done here:
 each backbone applies its own inside its forward pass, so no caller can skip or double it.
 
-Two resize geometries exist because the original used both (spec §2.3):
+Two resize geometries exist because the original used both (docs/original-study.md#preprocessing):
 
 ``square``
     ``Resize([int(1.15 S), int(1.15 S)])`` (bilinear, aspect ratio not kept), then
