@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
     )
     demo.add_argument("--quick", action="store_true", help="fewer images and episodes")
-    add_flags(demo, RunOptions)
+    add_flags(demo, RunOptions, exclude=("preset",))
     _add_roots(demo, top_level=False)
     return parser
 

@@ -219,11 +219,13 @@ def models_convert(roots: Roots, args: argparse.Namespace) -> int:
 
 def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
     """Run the registered job ``name`` with the options in ``args``; print its result."""
-    from medtransfer.jobs.flags import from_args
+    from medtransfer.jobs.flags import given_values
     from medtransfer.jobs.registry import get_job
 
     job = get_job(name)
-    result = job.run(roots, *(from_args(options, args) for options in job.options))
+    given = {k: v for options in job.options for k, v in given_values(options, args).items()}
+    preset = given.pop("preset", "none")
+    result = job.run(roots, *job.resolve(given, preset))
     if result.extracted is not None:
         source = "extracted now" if result.extracted else "read from the feature store"
         print(f"features: {source}")

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medtransfer.errors import ConfigError
+
+#: Named bundles of settings a job can take at once (``--preset NAME``); ``none`` is the
+#: corrected defaults.
+PRESETS: tuple[str, ...] = ("none", "original")
 
 
 def split_doc(doc: str | None) -> tuple[str, str]:
@@ -46,12 +53,15 @@ class Job:
     parameters after ``roots`` are annotated with options dataclasses (their fields declare
     the flags, see :mod:`medtransfer.jobs.flags`); ``doc``: the job module's docstring,
     whose summary line is the job's line in ``medtransfer --help`` and whose body is its
-    ``--help`` description.
+    ``--help`` description; ``presets``: preset name -> {option field name: value}, the
+    settings ``--preset NAME`` gives the fields the user did not set (e.g. ``"original"``:
+    what the published runs used, see ``docs/original-study.md``).
     """
 
     name: str
     run: Callable[..., JobResult]
     doc: str | None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def help(self) -> str:
@@ -74,3 +84,54 @@ class Job:
                 f"{self.name}: annotate {missing} of its run function with options classes"
             )
         return tuple(hints[name] for name in names)
+
+    def resolve(self, given: Mapping[str, Any], preset: str = "none") -> tuple[Any, ...]:
+        """The options ``run`` takes, built from ``given`` (field name -> value, what the user
+        set: flags on the command line, keys in a sweep file) over ``preset``'s settings
+        over the fields' defaults.
+
+        The options class that has a ``preset`` field (``RunOptions``) gets the preset's
+        name and, in ``preset_settings``, the settings the preset actually applied.
+
+        Raises:
+            ConfigError: an unknown preset, a name in ``given`` that is no option of this
+                job, or a preset this job does not offer.
+        """
+        if preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {preset!r}; presets: {', '.join(PRESETS)}.")
+        if preset != "none" and preset not in self.presets:
+            offered = ", ".join(["none", *self.presets])
+            raise ConfigError(f"{self.name} has no preset {preset!r}; it offers: {offered}.")
+        fields = {f.name: cls for cls in self.options for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise ConfigError(f"{self.name} has no option(s) {', '.join(unknown)}.")
+        settings = dict(self.presets.get(preset, {}))
+        applied = {k: v for k, v in settings.items() if k not in given}
+        values = {**applied, **given}
+        built = []
+        for cls in self.options:
+            names = {f.name for f in dataclasses.fields(cls)}
+            kwargs = {k: v for k, v in values.items() if k in names}
+            if "preset" in names:
+                kwargs.update(preset=preset, preset_settings=applied)
+            built.append(cls(**kwargs))
+        return tuple(built)
+
+    def check_presets(self) -> None:
+        """Raise TypeError unless every preset setting names one option field of this job
+        and no two options classes share a field name (a setting must have one home)."""
+        seen: dict[str, str] = {}
+        for cls in self.options:
+            for f in dataclasses.fields(cls):
+                if f.name in seen:
+                    raise TypeError(
+                        f"{self.name}: field {f.name} is in both {seen[f.name]} and {cls.__name__}"
+                    )
+                seen[f.name] = cls.__name__
+        for preset, settings in self.presets.items():
+            if preset not in PRESETS or preset == "none":
+                raise TypeError(f"{self.name}: unknown preset {preset!r}")
+            unknown = sorted(set(settings) - set(seen))
+            if unknown:
+                raise TypeError(f"{self.name}: preset {preset} sets unknown fields {unknown}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from medtransfer.compute import resolve_device
@@ -21,12 +22,15 @@ from medtransfer.results.records import Record, environment_info, write_record
 
 @dataclass
 class ModelJob:
-    """A model on a dataset: the opened data, the backbone, the device and the timings."""
+    """A model on a dataset: the opened data, the backbone, the device, the timings, and
+    the preset in force (``"none"`` or a name) with the settings it applied."""
 
     data: JobData
     backbone: Backbone
     device: str
     timings: dict[str, float]
+    preset: str
+    preset_settings: dict[str, Any]
 
     @property
     def manifest(self) -> Manifest:
@@ -51,7 +55,14 @@ def load_model(roots: Roots, data: JobData, model: ModelOptions, run: RunOptions
     start = time.perf_counter()
     backbone = model.load(roots, progress=run.progress)
     timings = {"manifest_s": data.seconds, "model_load_s": time.perf_counter() - start}
-    return ModelJob(data, backbone, resolve_device(run.device), timings)
+    return ModelJob(
+        data,
+        backbone,
+        resolve_device(run.device),
+        timings,
+        run.preset,
+        dict(run.preset_settings),
+    )
 
 
 def prepare_features(
@@ -82,7 +93,7 @@ def prepare_features(
         pixels=pixels,
     )
     job.timings["extraction_s"] = features.seconds
-    return FeatureJob(data, job.backbone, job.device, job.timings, preprocessing, features)
+    return FeatureJob(**vars(job), preprocessing=preprocessing, features=features)
 
 
 def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
@@ -114,19 +125,27 @@ class Outcome:
 def write_job_record(
     roots: Roots, job: ModelJob, outcome: Outcome, *, extracted: bool | None = None
 ) -> JobResult:
-    """Write the record of a finished job and its log; the job's result."""
+    """Write the record of a finished job and its log; the job's result.
+
+    The record's params gain ``preset`` (``"none"`` or the preset's name) and, under a
+    preset, its extra keys gain ``preset_settings`` (the settings the preset applied; the
+    params hold every value in force)."""
+    params = {**outcome.params, "preset": job.preset}
+    extra = dict(outcome.extra)
+    if job.preset != "none":
+        extra["preset_settings"] = _jsonable(job.preset_settings)
     record = Record(
         protocol=outcome.protocol,
         model=job.backbone.spec.name,
         dataset=job.manifest.dataset,
-        params=outcome.params,
+        params=params,
         seed=outcome.seed,
         metrics=outcome.metrics,
         weights_sha256=job.backbone.weights_sha256,
         manifest_hash=job.manifest.hash,
         timings=job.timings,
         environment=environment_info(job.device),
-        extra=outcome.extra,
+        extra=extra,
     )
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *outcome.lines)]
     path = write_record(roots.results, record, log)
@@ -160,3 +179,11 @@ def write_feature_record(
     }
     full = replace(outcome, params=params, extra=extra, log_only=[*header, *outcome.log_only])
     return write_job_record(roots, job, full, extracted=job.features.computed)
+
+
+def _jsonable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Preset settings as JSON values (tuples as lists, paths as text)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v
+        for k, v in settings.items()
+    }

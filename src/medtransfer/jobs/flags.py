@@ -9,7 +9,13 @@ fields (:func:`add_flags`) and the options back from the parsed arguments
 Flag rules: a field ``n_way`` is ``--n-way`` unless ``flags`` says otherwise; a ``bool``
 field defaulting to False is a switch that sets it (``--search``), one defaulting to True
 a switch that clears it (``--no-da`` clears ``augment``); a field without a default is a
-required flag; a class attribute ``CLI_GROUP`` puts the class's flags under that heading.
+required flag; a field declared with ``cli=False`` has no flag (it is set by code, e.g. the
+settings a preset expanded to); a class attribute ``CLI_GROUP`` puts the class's flags
+under that heading.
+
+A flag the user did not give is absent from the parsed arguments (its argparse default is
+``SUPPRESS``), so :func:`given_values` tells the values the user chose from the defaults,
+and a preset (:meth:`medtransfer.jobs.base.Job.resolve`) can fill in only the rest.
 """
 
 from __future__ import annotations
@@ -38,9 +44,12 @@ def option(
     flags: tuple[str, ...] = (),
     choices: tuple[str, ...] | None = None,
     parse: Parser | None = None,
+    cli: bool = True,
 ) -> Any:
     """A dataclass field with its command-line form (module docstring)."""
-    metadata = {"help": help, "flags": flags, "choices": choices, "parse": parse}
+    metadata = {"help": help, "flags": flags, "choices": choices, "parse": parse, "cli": cli}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -83,20 +92,25 @@ def _value_type(hint: Any) -> type:
     raise TypeError(f"an option of type {hint} needs parse=")
 
 
-def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser, options: type, *, exclude: tuple[str, ...] = ()
+) -> None:
     """Add a flag per field of the dataclass ``options`` to ``parser`` (in an argument
-    group titled ``options.CLI_GROUP`` when the class names one)."""
+    group titled ``options.CLI_GROUP`` when the class names one), except the fields named
+    in ``exclude`` (they keep their defaults)."""
     title = getattr(options, "CLI_GROUP", None)
     target: Any = parser.add_argument_group(title) if title else parser
     hints = typing.get_type_hints(options)
-    for field in dataclasses.fields(options):
+    for field in cli_fields(options):
+        if field.name in exclude:
+            continue
         meta = field.metadata
         kwargs: dict[str, Any] = {"dest": field.name}
         help_text = meta.get("help", "")
         if field.default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
-            kwargs["default"] = field.default
+            kwargs["default"] = argparse.SUPPRESS
             shown = field.default is not None and not isinstance(field.default, bool)
             if shown and "default" not in help_text:
                 help_text += f" (default: {_shown(field.default)})"
@@ -115,15 +129,27 @@ def add_flags(parser: argparse.ArgumentParser, options: type) -> None:
         target.add_argument(*_flags(field), help=help_text.replace("%", "%%"), **kwargs)
 
 
-def from_args(options: type[T], args: argparse.Namespace) -> T:
-    """The dataclass ``options`` built from the arguments :func:`add_flags` declared.
+def cli_fields(options: type) -> list[dataclasses.Field[Any]]:
+    """The fields of the dataclass ``options`` that have a flag (not ``cli=False``)."""
+    return [f for f in dataclasses.fields(options) if f.metadata.get("cli", True)]
 
-    A parsed field's text goes through its parser (errors name the flag)."""
+
+def given_values(options: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The values of ``options``' fields that the user gave on the command line (flags left
+    out are absent), each through its field's parser (errors name the flag)."""
     values = {}
-    for field in dataclasses.fields(options):  # type: ignore[arg-type]
+    for field in cli_fields(options):
+        if not hasattr(args, field.name):
+            continue
         value = getattr(args, field.name)
         parse = field.metadata.get("parse")
         if parse is not None and isinstance(value, str):
             value = parse(value, _flags(field)[-1])
         values[field.name] = value
-    return options(**values)
+    return values
+
+
+def from_args(options: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``options`` built from the arguments :func:`add_flags` declared: the
+    values given on the command line, the fields' defaults for the rest (no preset)."""
+    return options(**given_values(options, args))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from medtransfer.config import Roots
 from medtransfer.data.catalog import dataset_key, resolve_dataset
 from medtransfer.data.manifest import SPLIT_POLICIES, Manifest, load_manifest
 from medtransfer.data.sources.base import PM_POSITIVE_POLICIES, UNCERTAIN_POLICIES, LabelOptions
 from medtransfer.data.spec import DatasetSpec, ResolvedDataset
+from medtransfer.jobs.base import PRESETS
 from medtransfer.jobs.flags import option
 
 if TYPE_CHECKING:
@@ -149,4 +150,13 @@ class RunOptions:
         True,
         "decode the original files even where `datasets prepare` made resized copies",
         flags=("--no-prepared",),
+    )
+    preset: str = option(
+        "none",
+        "original: every setting the published runs used (docs/original-study.md), for the "
+        "flags you do not give; none: the corrected defaults",
+        choices=PRESETS,
+    )
+    preset_settings: dict[str, Any] = option(
+        {}, "the settings the preset applied (set by the preset, not a flag)", cli=False
     )
