@@ -1,4 +1,4 @@
-"""Roots (data, cache, results) and offline mode.
+"""Roots (data, cache, results), offline mode, and the names of the compute precisions.
 
 Each root is taken, in order, from its command-line flag, its environment variable, or a
 default that does not depend on the current directory:
@@ -29,6 +29,8 @@ ENV_DATA = "MEDTRANSFER_DATA"
 ENV_CACHE = "MEDTRANSFER_CACHE"
 ENV_RESULTS = "MEDTRANSFER_RESULTS"
 ENV_OFFLINE = "MEDTRANSFER_OFFLINE"
+#: ``--precision`` values; :mod:`medtransfer.compute` says what each means.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,14 @@ def test_split_and_label_policies_share_one_extraction(tmp_path: Path) -> None:
     first = _get(net, patient, tmp_path / "store")
     second = _get(net, original, tmp_path / "store")
     assert first.computed and not second.computed and net.seen == 10
+
+
+def test_precision_is_part_of_the_key(manifest, tmp_path: Path) -> None:
+    """A store computed in bf16 is never handed to an fp32 run, nor the other way round."""
+    net = CountingNet()
+    bf16 = _get(net, manifest, tmp_path / "store", precision="bf16")
+    assert bf16.computed and net.seen == 10
+    fp32 = _get(net, manifest, tmp_path / "store", precision="fp32")
+    assert fp32.computed and net.seen == 20 and fp32.key != bf16.key
+    again = _get(net, manifest, tmp_path / "store", precision="bf16")
+    assert not again.computed and again.key == bf16.key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from medtransfer.config import Roots
 from medtransfer.jobs.knn import KnnOptions, run_knn
 from medtransfer.jobs.options import DataOptions
@@ -28,3 +30,15 @@ def test_no_validation_split_leaves_train_alone_in_the_bank(job_roots: Roots) ->
     result = run_knn(job_roots, data, MODEL, KnnOptions(ks=(2,), image_size=SIZE), RUN)
     assert result.record["bank_rows"] + result.record["test_rows"] == 24
     assert result.extracted is False  # the split policy does not change the features
+
+
+def test_a_fp32_run_after_a_bf16_run_extracts_again(job_roots: Roots) -> None:
+    data, options = DataOptions("montgomerycxr"), KnnOptions(ks=(2,), image_size=SIZE)
+    bf16 = run_knn(job_roots, data, MODEL, options, dataclasses.replace(RUN, precision="bf16"))
+    fp32 = run_knn(job_roots, data, MODEL, options, RUN)  # auto: fp32 on the CPU
+    assert bf16.extracted and fp32.extracted
+    assert bf16.record["params"]["precision"] == "bf16"
+    assert fp32.record["params"]["precision"] == "fp32"
+    assert bf16.record["feature_key"] != fp32.record["feature_key"]
+    again = run_knn(job_roots, data, MODEL, options, RUN)
+    assert again.extracted is False

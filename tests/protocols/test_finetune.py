@@ -295,3 +295,20 @@ def test_search_runs_end_to_end(data: FinetuneData) -> None:
     found = run_search(tiny_backbone, data, config(steps=2), grid_size=1, progress=False)
     assert [(lr, wd) for lr, wd, _ in found.scores] == search_grid(1)
     assert (found.lr, found.wd) in search_grid(1)
+
+
+def test_a_skipped_fp16_step_does_not_step_the_schedule() -> None:
+    """An overflowed fp16 step is skipped by the loss scaler; the learning rate must not
+    move on without it (the schedule follows the optimiser's real steps)."""
+    model = nn.Linear(4, 2)
+    config = FinetuneConfig(steps=10, precision="fp16")
+    parts = ft.make_optimisation(model, config, torch.device("cpu"))
+    images, labels = torch.ones(2, 4), torch.tensor([0, 1])
+    ft._train_step(parts, images, labels, torch.device("cpu"), "fp16")
+    assert parts["scheduler"].last_epoch == 1
+    with torch.no_grad():
+        model.weight.fill_(float("inf"))  # every gradient overflows from here on
+    weight_before = model.weight.clone()
+    ft._train_step(parts, images, labels, torch.device("cpu"), "fp16")
+    assert parts["scheduler"].last_epoch == 1
+    assert torch.equal(model.weight, weight_before)  # the optimiser step was skipped

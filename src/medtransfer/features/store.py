@@ -9,7 +9,7 @@ Features live in ``<cache>/features/<model>/<dataset>/<key16>/``:
 The key is a hash of (weights sha256, input normalisation, architecture, the manifest's
 items in order (not its labels or splits, so every split and label policy of a dataset
 shares one extraction), the image files' sizes and modification times, where the pixels
-come from, preprocessing). A store folder appears
+come from, preprocessing, the effective precision of the forward passes). A store folder appears
 only once complete (it is built under a temporary name and renamed), so an interrupted
 extraction never reads as finished. Work is saved in shards under ``<key16>.partial/``
 as it goes, and a re-run resumes from the last finished shard.
@@ -67,6 +67,7 @@ def feature_key(
     manifest: Manifest,
     preprocessing: Preprocessing,
     pixels: PixelSource,
+    precision: str = "fp32",
 ) -> str:
     """The store key: a sha256 over everything the features depend on."""
     return sha256_json(
@@ -79,6 +80,7 @@ def feature_key(
             "files": pixels.fingerprint,
             "pixels": pixels.describe,
             "preprocessing": preprocessing.describe(),
+            "precision": precision,
         }
     )
 
@@ -99,12 +101,13 @@ def extract(
     progress: bool = True,
     description: str = "features",
     loader: Callable[[Path], Image.Image] = load_image,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Forward every image once: returns (len(paths), D) float32.
 
-    The backbone is put in eval mode and run under ``torch.inference_mode`` with the
-    inference precision of :mod:`medtransfer.compute`. Images are decoded by ``workers``
-    processes.
+    The backbone is put in eval mode and run under ``torch.inference_mode`` in
+    ``precision`` (an effective precision of :mod:`medtransfer.compute`). Images are decoded
+    by ``workers`` processes.
     """
     backbone.eval().to(device)
     loader = torch.utils.data.DataLoader(
@@ -117,7 +120,7 @@ def extract(
     chunks: list[np.ndarray] = []
     with (
         torch.inference_mode(),
-        autocast(device),
+        autocast(device, precision),
         tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar,
     ):
         try:
@@ -161,15 +164,20 @@ def get_features(
     progress: bool = True,
     shard_rows: int = 4096,
     pixels: PixelSource | None = None,
+    precision: str = "fp32",
 ) -> FeatureSet:
     """Features of every row of ``manifest``, from the store or extracted now (once).
 
     ``pixels`` says where the images are decoded from: the dataset's own files (default) or
-    a pre-resized copy (:func:`medtransfer.data.prepare.prepared_pixels`).
+    a pre-resized copy (:func:`medtransfer.data.prepare.prepared_pixels`); ``precision`` is
+    the effective precision of the forward passes (part of the key: features computed in
+    bf16 are never handed to an fp32 run).
     """
     pixels = pixels or original_pixels(manifest)
     paths = pixels.paths
-    key = feature_key(weights_sha256, normalization, arch, manifest, preprocessing, pixels)
+    key = feature_key(
+        weights_sha256, normalization, arch, manifest, preprocessing, pixels, precision
+    )
     final = store_root / key[:16]
     labels = manifest.labels
     if (final / "meta.json").is_file():
@@ -192,6 +200,7 @@ def get_features(
             progress=progress,
             description=f"features {start}-{stop} of {len(paths)}",
             loader=pixels.loader,
+            precision=precision,
         )
         tmp = partial / f".shard-{index:05d}.tmp.npy"
         np.save(tmp, block)
@@ -225,6 +234,8 @@ def get_features(
                 "arch": arch,
                 "preprocessing": preprocessing.describe(),
                 "pixels": pixels.describe,
+                "precision": precision,
+                "device": device,
                 "shape": [len(paths), dim],
                 "extraction_seconds": seconds,
             },

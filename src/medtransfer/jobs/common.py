@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from medtransfer.compute import resolve_device
+from medtransfer.compute import resolve_device, resolve_precision
 from medtransfer.config import Roots
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.prepare import prepared_pixels
@@ -44,10 +44,12 @@ class ModelJob:
 
 @dataclass
 class FeatureJob(ModelJob):
-    """A :class:`ModelJob` with the features of every manifest row."""
+    """A :class:`ModelJob` with the features of every manifest row, computed in the
+    effective ``precision``."""
 
     preprocessing: Preprocessing
     features: FeatureSet
+    precision: str
 
 
 def load_model(roots: Roots, data: JobData, model: ModelOptions, run: RunOptions) -> ModelJob:
@@ -74,6 +76,7 @@ def prepare_features(
 ) -> FeatureJob:
     """Load the backbone and get (or extract) the features of every row of ``data``."""
     job = load_model(roots, data, model, run)
+    precision = resolve_precision(run.precision, job.device)
     store_root = roots.cache / "features" / job.backbone.spec.name / data.key
     pixels = None
     if run.use_prepared:
@@ -91,9 +94,12 @@ def prepare_features(
         workers=run.workers,
         progress=run.progress,
         pixels=pixels,
+        precision=precision,
     )
     job.timings["extraction_s"] = features.seconds
-    return FeatureJob(**vars(job), preprocessing=preprocessing, features=features)
+    return FeatureJob(
+        **vars(job), preprocessing=preprocessing, features=features, precision=precision
+    )
 
 
 def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
@@ -162,6 +168,7 @@ def write_feature_record(
         **outcome.params,
         "preprocessing": job.preprocessing.describe(),
         "pixels": job.features.pixels,
+        "precision": job.precision,
         **model_params(job.backbone, model),
         **job.manifest.params,
     }

@@ -99,6 +99,7 @@ def run_finetune(
     Each seed's run checkpoints under ``<cache>/finetune/<run key>/`` and resumes from
     there. Prints the test metric of every seed (and the spread over several).
     """
+    from medtransfer.compute import resolve_precision
     from medtransfer.data.prepare import original_pixels, prepared_pixels
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.fsutil import sha256_json
@@ -129,13 +130,14 @@ def run_finetune(
         eval_transform=lambda size: Preprocessing(size, resize="shorter"),
     )
     job = load_model(roots, opened, model, run)
+    precision = resolve_precision(run.precision, job.device, training=True)
     first = job.backbone
     results: list[FinetuneResult] = []
     per_seed: list[dict[str, Any]] = []
     searched: dict[str, Any] | None = None
     lr, wd = options.lr, options.wd
     for seed in options.seeds:
-        config = _config(options, run, seed=seed, metric=metric, lr=lr, wd=wd)
+        config = _config(options, run, seed=seed, metric=metric, lr=lr, wd=wd, precision=precision)
         run_key = sha256_json(
             {
                 "weights": first.weights_sha256,
@@ -217,6 +219,7 @@ def run_finetune(
             "eval": "shorter-side resize + centre crop",
         },
         "pixels": pixels.describe,
+        "precision": precision,
         **model_params(first, model),
         **manifest.params,
     }

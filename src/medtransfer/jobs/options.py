@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from medtransfer.config import Roots
+from medtransfer.config import PRECISIONS, Roots
 from medtransfer.data.catalog import dataset_key, resolve_dataset
 from medtransfer.data.manifest import SPLIT_POLICIES, Manifest, load_manifest
 from medtransfer.data.sources.base import PM_POSITIVE_POLICIES, UNCERTAIN_POLICIES, LabelOptions
@@ -142,6 +142,12 @@ class RunOptions:
 
     device: str = option(
         "auto", "auto (a GPU when there is one, mixed precision there), cpu or cuda[:N]"
+    )
+    precision: str = option(
+        "auto",
+        "fp32, bf16 or fp16 (mixed precision), or auto: fp32 on the CPU; on a GPU bf16 for "
+        "frozen features and fp16 AMP for fine-tuning",
+        choices=PRECISIONS,
     )
     workers: int = option(0, "image decoding processes")
     batch_size: int = option(64, "images per forward pass")

@@ -209,7 +209,7 @@ def evaluate(
     try:
         with torch.no_grad():
             for images, targets in loader:
-                with autocast(device, training=True, enabled=config.amp):
+                with autocast(device, config.precision):
                     logits = model(images.to(device))
                 probs.append(torch.softmax(logits.float(), dim=1).cpu().double().numpy())
                 labels.append(targets.numpy().astype(np.int64))
@@ -308,19 +308,26 @@ def _early_stopping_check(
 
 
 def _train_step(
-    parts: dict[str, Any], images: Tensor, labels: Tensor, device: torch.device, amp: bool
+    parts: dict[str, Any], images: Tensor, labels: Tensor, device: torch.device, precision: str
 ) -> tuple[float, float]:
-    """One SGD step and one scheduler step; returns (loss, batch accuracy in percent)."""
+    """One SGD step and one scheduler step; returns (loss, batch accuracy in percent).
+
+    Under ``fp16`` a step whose gradients overflowed is skipped by the loss scaler; the
+    scheduler then does not step either, so the learning-rate schedule follows the steps
+    the optimiser really took."""
     model, optimizer, scaler = parts["model"], parts["optimizer"], parts["scaler"]
     images, labels = images.to(device), labels.to(device)
     optimizer.zero_grad(set_to_none=True)
-    with autocast(device, training=True, enabled=amp):
+    with autocast(device, precision):
         logits = model(images)
         loss = nn.functional.cross_entropy(logits, labels)
     scaler.scale(loss).backward()
+    scale_before = scaler.get_scale() if scaler.is_enabled() else None
     scaler.step(optimizer)
     scaler.update()
-    parts["scheduler"].step()
+    skipped = scale_before is not None and scaler.get_scale() < scale_before
+    if not skipped:
+        parts["scheduler"].step()
     correct = (logits.argmax(dim=1) == labels).float().mean().item() * 100
     return loss.item(), correct
 
@@ -330,7 +337,7 @@ def make_optimisation(
 ) -> dict[str, Any]:
     """``{'model', 'optimizer', 'scheduler', 'scaler'}``: SGD over all parameters (momentum,
     Nesterov, weight decay), ``CosineAnnealingLR(T_max=steps)`` and a GradScaler enabled
-    only for AMP on CUDA."""
+    for ``fp16`` training."""
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -339,7 +346,7 @@ def make_optimisation(
         weight_decay=config.wd,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
-    scaler = grad_scaler(device, enabled=config.amp)
+    scaler = grad_scaler(device, config.precision)
     return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
 
 
@@ -376,7 +383,7 @@ def _train(
         for step, images, labels in batches:
             if step > config.steps:
                 break
-            loss, acc = _train_step(parts, images, labels, device, config.amp)
+            loss, acc = _train_step(parts, images, labels, device, config.precision)
             state.step = step
             stop = False
             if config.early_stopping and step % config.eval_every == 0:

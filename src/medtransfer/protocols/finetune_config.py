@@ -24,9 +24,10 @@ class FinetuneConfig:
     docs/original-study.md#finetune).
 
     ``metric`` is the dataset metric watched by early stopping and reported on the test
-    set. ``amp`` applies on CUDA only. ``restore_best`` tests the best validation state
-    (our fix); ``False`` tests the last weights, as the original did. ``workers`` is the
-    number of DataLoader processes (results do not depend on it).
+    set. ``precision`` is the effective training precision (``fp32``, ``bf16``, ``fp16``;
+    see :mod:`medtransfer.compute`); ``fp16`` scales the loss. ``restore_best`` tests the
+    best validation state (our fix); ``False`` tests the last weights, as the original did.
+    ``workers`` is the number of DataLoader processes (results do not depend on it).
     """
 
     lr: float = 1e-2
@@ -41,7 +42,7 @@ class FinetuneConfig:
     augment: bool = True
     image_size: int = 224
     seed: int = 0
-    amp: bool = True
+    precision: str = "fp32"
     metric: str = ACCURACY
     restore_best: bool = True
     workers: int = 0
@@ -60,6 +61,10 @@ class FinetuneConfig:
         if self.lr <= 0 or self.wd < 0:
             raise ConfigError(
                 f"Fine-tuning needs lr > 0 and wd >= 0, got lr={self.lr}, wd={self.wd}."
+            )
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(
+                f"Fine-tuning precision must be fp32, bf16 or fp16, got {self.precision!r}."
             )
         if self.seed < 0 or self.workers < 0:
             raise ConfigError("Fine-tuning seed and workers must be non-negative.")
