@@ -27,3 +27,15 @@ def roots(isolated_environment: Path):
     from medtransfer.config import resolve_roots
 
     return resolve_roots()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny CPU forwards run single-threaded inside the module (much faster on a busy
+    machine, where two threads contend with other processes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -45,6 +45,17 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_save_array(path: Path, array: Any) -> Path:
+    """Write a NumPy array to ``path`` in ``.npy`` format atomically; returns ``path``."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to ``final`` on success.

@@ -23,13 +23,13 @@ REQUIRED = ["-d", "shenzhencxr", "-m", "random_r18"]
 
 def test_job_names_are_unique_and_every_job_has_help() -> None:
     names = [job.name for job in JOBS]
-    assert names == ["few-shot", "linear", "knn", "finetune"]
+    assert names == ["few-shot", "linear", "knn", "finetune", "saliency", "invariance"]
     for job in JOBS:
         assert job.help and job.description and not job.help.endswith(".")
         assert job.options[0] is DataOptions and job.options[-1] is RunOptions
         assert get_job(job.name) is job
     with pytest.raises(KeyError, match="few-shot"):
-        get_job("saliency")
+        get_job("reconstruct-everything")
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda job: job.name)

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from medtransfer.data.images import load_image
-from medtransfer.data.sources.base import LabelOptions, SourceTable
+from medtransfer.data.sources.base import LabelOptions, SourceTable, ViewPairs
 from medtransfer.protocols.metrics import ACCURACY as ACCURACY
 from medtransfer.protocols.metrics import MEAN_PER_CLASS_ACCURACY as MEAN_PER_CLASS_ACCURACY
 
@@ -34,7 +35,10 @@ class DatasetSpec:
     ``check_original(root)`` raises when the original's split cannot be made from the data
     at ``root`` (CheXpert's literal cut needs more than 134,049 rows);
     ``download(folder, progress)`` fetches the dataset into ``folder`` (a cache folder) for
-    datasets that can be downloaded without a login; ``source_url`` says where to get it.
+    datasets that can be downloaded without a login; ``source_url`` says where to get it;
+    ``view_pairs(table)`` pairs the rows of a manifest table that show one subject in two
+    views (CheXpert: lateral and frontal of a study; EyePACS: left and right eye), for the
+    multi-view invariance.
     """
 
     name: str
@@ -52,6 +56,7 @@ class DatasetSpec:
     download: Callable[[Path, bool], Path] | None = None
     source_url: str = ""
     description: str = ""
+    view_pairs: Callable[[pd.DataFrame], ViewPairs] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ Two resize geometries exist because the original used both (docs/original-study.
 ``shorter``
     ``Resize(S)`` on the shorter side (bicubic, aspect kept), then ``CenterCrop(S)``: the
     original's linear / fine-tune pipeline and its few-shot cache for large datasets.
+``ratio``
+    ``Resize(round(S * 256 / 224))`` on the shorter side (bilinear, aspect kept), then
+    ``CenterCrop(S)``: the ImageNet evaluation geometry (256 then 224), which the original's
+    invariance script used for its clean images (docs/original-study.md#invariance).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from torchvision.transforms import InterpolationMode
 from medtransfer.data.images import load_image
 from medtransfer.errors import ConfigError
 
-RESIZE_MODES = ("square", "shorter")
+RESIZE_MODES = ("square", "shorter", "ratio")
+#: ``ratio``: the shorter side is ``round(S * RATIO_SIDE / RATIO_CROP)`` before the crop.
+RATIO_SIDE, RATIO_CROP = 256, 224
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,11 @@ class Preprocessing:
 
     def resize_side(self) -> int:
         """The shorter side the image is resized to before cropping."""
-        return int(self.image_size * 1.15) if self.resize == "square" else self.image_size
+        if self.resize == "square":
+            return int(self.image_size * 1.15)
+        if self.resize == "ratio":
+            return round(self.image_size * RATIO_SIDE / RATIO_CROP)
+        return self.image_size
 
     def describe(self) -> dict[str, object]:
         """Every parameter, for records and cache keys."""
@@ -57,6 +67,9 @@ class Preprocessing:
         if self.resize == "square":
             side = self.resize_side()
             image = TF.resize(image, [side, side], interpolation=InterpolationMode.BILINEAR)
+        elif self.resize == "ratio":
+            side = self.resize_side()
+            image = TF.resize(image, side, interpolation=InterpolationMode.BILINEAR)
         else:
             image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)
         return TF.to_tensor(TF.center_crop(image, [size, size]))

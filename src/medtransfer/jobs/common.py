@@ -4,6 +4,7 @@ of every manifest row, and writing a record with its log."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
 class Outcome:
     """A finished protocol run as its record holds it: the ``protocol``, the ``params`` and
     ``seed`` that define the run, its ``metrics``, the result ``lines`` for people, ``extra``
-    record keys, and ``log_only`` lines (the log holds them before ``lines``)."""
+    record keys, ``log_only`` lines (the log holds them before ``lines``), and ``outputs``:
+    ``outputs(folder)`` writes the run's output files (maps, pictures) into the folder that
+    ends up beside the record (:func:`medtransfer.results.records.write_record`)."""
 
     protocol: str
     params: dict[str, Any]
@@ -126,6 +129,7 @@ class Outcome:
     lines: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
     log_only: list[str] = field(default_factory=list)
+    outputs: Callable[[Path], None] | None = None
 
 
 def write_job_record(
@@ -154,7 +158,7 @@ def write_job_record(
         extra=extra,
     )
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *outcome.lines)]
-    path = write_record(roots.results, record, log)
+    path = write_record(roots.results, record, log, outputs=outcome.outputs)
     return JobResult(path, record.to_json(), outcome.metrics, list(outcome.lines), extracted)
 
 

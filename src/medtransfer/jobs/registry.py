@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from medtransfer.jobs import fewshot, finetune, knn, linear
+from medtransfer.jobs import fewshot, finetune, invariance, knn, linear, saliency
 from medtransfer.jobs.base import Job
 
-JOBS: tuple[Job, ...] = (fewshot.JOB, linear.JOB, knn.JOB, finetune.JOB)
+JOBS: tuple[Job, ...] = (
+    fewshot.JOB,
+    linear.JOB,
+    knn.JOB,
+    finetune.JOB,
+    saliency.JOB,
+    invariance.JOB,
+)
 
 
 def get_job(name: str) -> Job:

@@ -89,6 +89,24 @@ class SourceTable:
         return all(c in self.table.columns for c in ORIGINAL_COLUMNS)
 
 
+@dataclass(frozen=True)
+class ViewPairs:
+    """Pairs of manifest rows showing one subject in two views (multi-view invariance).
+
+    ``first``, ``second``: (P,) int64 row indices, ``first[i]`` paired with ``second[i]``;
+    ``views``: what the first and the second image are (e.g. ``("lateral", "frontal")``);
+    ``unpaired``: why rows found no partner -> how many (counted and skipped, never fatal).
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    views: tuple[str, str]
+    unpaired: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
 def generic_original(
     n_rows: int, *, seed: int = 42, train_fraction: float = 0.8, n_train: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,7 @@ from medtransfer.data.sources.base import (
     LabelOptions,
     Problem,
     SourceTable,
+    ViewPairs,
     original_columns,
     renumber_original_order,
 )
@@ -318,6 +319,41 @@ def _empty_classes(label: pd.Series, csv_name: str, uncertain: str) -> list[Prob
     ]
 
 
+#: The frontal view the original paired every lateral image with.
+FIRST_FRONTAL = "view1_frontal.jpg"
+
+
+def lateral_frontal_pairs(table: pd.DataFrame) -> ViewPairs:
+    """Each lateral image of ``table`` (manifest rows, column ``path``) with a frontal image of
+    the same study: the study's ``view1_frontal.jpg`` when listed (the original's choice),
+    else its first frontal image by name. The view is read from the file name
+    (``view<N>_frontal.jpg`` / ``view<N>_lateral.jpg``); the study is the file's folder.
+
+    A lateral image whose study lists no frontal image is counted under
+    ``"lateral without a frontal image in its study"`` and skipped (the original crashed on
+    it, docs/original-study.md#defect-e44).
+    """
+    paths = table["path"].astype(str)
+    folder, _, name = paths.str.rpartition("/").T.to_numpy()
+    lowered = np.char.lower(name.astype(str))
+    lateral = np.char.find(lowered, "lateral") >= 0
+    frontal = (np.char.find(lowered, "frontal") >= 0) & ~lateral
+    frontals = pd.DataFrame({"folder": folder[frontal], "name": name[frontal]})
+    frontals["row"] = np.flatnonzero(frontal)
+    frontals["rank"] = frontals["name"] != FIRST_FRONTAL
+    partner = frontals.sort_values(["rank", "name"]).drop_duplicates("folder").set_index("folder")
+    laterals = np.flatnonzero(lateral)
+    matched = partner["row"].reindex(folder[laterals])
+    found = matched.notna().to_numpy()
+    unpaired = {"lateral without a frontal image in its study": int((~found).sum())}
+    return ViewPairs(
+        laterals[found].astype(np.int64),
+        matched.to_numpy()[found].astype(np.int64),
+        ("lateral", "frontal"),
+        {k: v for k, v in unpaired.items() if v},
+    )
+
+
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="chexpert",
@@ -332,6 +368,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         read=read_chexpert,
         label_options=("uncertain",),
         check_original=check_original_split,
+        view_pairs=lateral_frontal_pairs,
         description=(
             "223,414 chest radiographs (frontal and lateral) of 64,540 Stanford patients; "
             "Pleural Effusion absent vs present, uncertain labels per --uncertain."

@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medtransfer.data.sources.base import LabelOptions, Problem, SourceTable, generic_original
+from medtransfer.data.sources.base import (
+    LabelOptions,
+    Problem,
+    SourceTable,
+    ViewPairs,
+    generic_original,
+)
 from medtransfer.data.sources.layout import Clue, layout_error, one_level_too_deep
 from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY, DatasetSpec
 from medtransfer.errors import DatasetError
@@ -37,6 +43,7 @@ CLASS_NAMES = ("no_dr", "mild", "moderate", "severe", "proliferative")
 SPLIT_FILES = {"train": "trainLabels.csv", "test": "testLabels.csv"}
 IMAGE_SUFFIX = ".jpeg"
 _NAME = re.compile(r"^(?P<patient>\d+)_(?:left|right)$")
+_EYE = re.compile(r"^(?P<folder>.*/)?(?P<patient>[^/]+)_(?P<eye>left|right)\.jpe?g$", re.IGNORECASE)
 DATASET = "diabetic_retinopathy"
 
 
@@ -202,6 +209,41 @@ def read_diabetic_retinopathy(root: Path, labels: LabelOptions | None = None) ->
     return SourceTable(pd.concat([train, test], ignore_index=True), problems)
 
 
+def left_right_pairs(table: pd.DataFrame) -> ViewPairs:
+    """The left eye of each patient in ``table`` (manifest rows, columns ``path`` and
+    ``label``) with the right eye of the same patient in the same folder, when both have the
+    same DR level, read from the image ids (``<patient>_left.jpeg``), never from the order
+    of the rows (the original assumed alternating CSV rows, docs/original-study.md#defect-e44).
+
+    Skipped and counted: a left eye without a right eye, a right eye without a left eye,
+    and a pair whose levels differ.
+    """
+    parts = table["path"].astype(str).str.extract(_EYE)
+    eyes = pd.DataFrame(
+        {
+            "key": parts["folder"].fillna("") + parts["patient"].fillna(""),
+            "eye": parts["eye"].str.lower(),
+            "label": table["label"].to_numpy(),
+            "row": np.arange(len(table)),
+        }
+    ).dropna(subset=["eye"])
+    left = eyes[eyes["eye"] == "left"].drop_duplicates("key").set_index("key")
+    right = eyes[eyes["eye"] == "right"].drop_duplicates("key").set_index("key")
+    both = left.join(right, how="inner", lsuffix="_left", rsuffix="_right")
+    same = both["label_left"] == both["label_right"]
+    unpaired = {
+        "left eye without a right eye": int((~left.index.isin(right.index)).sum()),
+        "right eye without a left eye": int((~right.index.isin(left.index)).sum()),
+        "left and right eye of different levels": int((~same).sum()),
+    }
+    return ViewPairs(
+        both.loc[same, "row_left"].to_numpy(dtype=np.int64),
+        both.loc[same, "row_right"].to_numpy(dtype=np.int64),
+        ("left", "right"),
+        {k: v for k, v in unpaired.items() if v},
+    )
+
+
 SPECS: tuple[DatasetSpec, ...] = (
     DatasetSpec(
         name="diabetic_retinopathy",
@@ -221,6 +263,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         patients="the number before _left/_right in the image id (two eyes per patient)",
         few_shot_resize="shorter",
         read=read_diabetic_retinopathy,
+        view_pairs=left_right_pairs,
         description="Retinal fundus photographs graded for diabetic retinopathy, levels 0-4; "
         "official Kaggle train (35,126) and test (53,576) sets.",
     ),

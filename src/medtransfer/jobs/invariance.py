@@ -1,0 +1,628 @@
+"""Feature invariance: how much a backbone's features change under a transform.
+
+For --images N images (drawn with --seed), the k views of each under --transform (rotation,
+translation, scale, shear, resized_crop, h_flip, v_flip, deform, grayscale, brightness,
+contrast, saturation, hue, blur, sharpness, invert, equalize, posterize, or all: one record
+each) are compared with the clean image in the Mahalanobis geometry of the dataset's clean
+features: whitened cosine similarity (1: the feature did not move) and Mahalanobis
+distance, averaged over images and parameter values, with the whole curve over the
+parameter values recorded and plotted. The mean and covariance come from the feature store
+(--cov ledoit-wolf by default). --multiview compares two views of one subject instead:
+CheXpert lateral vs frontal image of a study, EyePACS left vs right eye of a patient with
+the same grade. --preset original reproduces the original's sampling, BatchNorm statistics,
+normalisation and numerics (docs/original-study.md#invariance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from medtransfer.config import Roots
+from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.flags import bootstrap_option, image_size_option, option
+from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medtransfer.analysis.transforms import ViewPlan
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.jobs.common import ModelJob, Outcome
+
+_NAMES = (
+    "rotation",
+    "translation",
+    "scale",
+    "shear",
+    "resized_crop",
+    "h_flip",
+    "v_flip",
+    "deform",
+    "grayscale",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "blur",
+    "sharpness",
+    "invert",
+    "equalize",
+    "posterize",
+)
+
+
+@dataclass(frozen=True)
+class InvarianceOptions:
+    """Invariance flags: the transform and its k (or the multi-view pairs), which images,
+    the covariance estimator, and the switches back to the original's behaviour."""
+
+    transform: str = option(
+        "rotation", "the transform to measure, or all (one record each)", choices=(*_NAMES, "all")
+    )
+    k: int | None = option(
+        None,
+        "parameter values per transform (default: 2 for h_flip, v_flip, grayscale, invert, "
+        "equalize; 7 for posterize; 256 otherwise; translation and shear need a square, "
+        "resized_crop a fourth power)",
+    )
+    multiview: bool = option(
+        False,
+        "compare two views of one subject instead of a transform: CheXpert lateral vs "
+        "frontal of a study, EyePACS left vs right eye of a patient with the same grade",
+    )
+    images: int = option(100, "images (pairs with --multiview) drawn; 0: every one")
+    seed: int = option(0, "seed of the image draw, the deform transform and the bootstrap")
+    cov: str = option(
+        "ledoit-wolf",
+        "covariance estimator: ledoit-wolf, oas, or sample (+1e-6 I, the original)",
+        choices=("ledoit-wolf", "oas", "sample"),
+    )
+    image_size: int = image_size_option()
+    transform_at: str = option(
+        "resized",
+        "resized: resize the shorter side to round(S * 256 / 224) and then transform (a "
+        "16-px translation moves the 256-px image by 16 px); full: transform the "
+        "full-resolution image first with the original's operations (its 1-degree shear in "
+        "translation and scale), as the original",
+        choices=("resized", "full"),
+    )
+    keep_identity: bool = option(
+        False, "average the identity view (angle 0, no flip, ...) in, as the original did"
+    )
+    sampling: str = option(
+        "seeded",
+        "seeded: distinct images from a generator seeded with --seed, statistics over every "
+        "image; original: np.random.seed(0) draws with replacement and the original's "
+        "covariance subsample",
+        choices=("seeded", "original"),
+    )
+    batchnorm: str = option(
+        "eval",
+        "eval: running statistics; original: train-mode statistics in the original's "
+        "batches (the clean image alone, the k views together, the covariance images in "
+        "batches of --batch-size)",
+        choices=("eval", "original"),
+    )
+    view_norm: str = option(
+        "model",
+        "model: views normalised as the model's clean images; original: ImageNet statistics "
+        "(none under --no-norm) for the views whatever the model, as the original",
+        choices=("model", "original"),
+    )
+    numerics: str = option(
+        "exact",
+        "exact: float64 scores from the estimator's spectrum; original: the original's "
+        "float32 Cholesky factor of the precision matrix (needs --cov sample)",
+        choices=("exact", "original"),
+    )
+    bootstrap: int = bootstrap_option()
+
+
+ORIGINAL: dict[str, Any] = {
+    "images": 100,
+    "image_size": 224,
+    "transform_at": "full",
+    "keep_identity": True,
+    "sampling": "original",
+    "batchnorm": "original",
+    "view_norm": "original",
+    "cov": "sample",
+    "numerics": "original",
+    "split_policy": "original",
+    "precision": "fp32",
+    "batch_size": 256,
+    "use_prepared": False,
+}
+
+
+@dataclass
+class _Run:
+    """What every transform of one run shares: the model job, the pool of images, the
+    evaluated items and their clean features, the geometry, and where features came from."""
+
+    job: ModelJob
+    pool: np.ndarray
+    items: np.ndarray
+    clean: np.ndarray
+    geometry: Any
+    preprocessing: Preprocessing
+    precision: str
+    feature_job: Any = None
+
+
+def _check(options: InvarianceOptions, run: RunOptions) -> None:
+    from medtransfer.errors import ConfigError
+
+    if options.images < 0:
+        raise ConfigError(f"--images must be 0 or more, got {options.images}.")
+    if options.sampling == "original" and options.images == 0:
+        raise ConfigError("--sampling original draws a number of images: give --images N.")
+    if options.numerics == "original" and options.cov != "sample":
+        raise ConfigError(
+            "--numerics original is the original's sample covariance: use --cov sample."
+        )
+    if options.batchnorm == "original" and run.batch_size < 2:
+        raise ConfigError("--batchnorm original needs --batch-size of at least 2.")
+
+
+def _plans(options: InvarianceOptions, crop: int, side: int) -> list[ViewPlan]:
+    """The view plan of each transform asked for, with k checked before any work."""
+    from medtransfer.analysis.transforms import TRANSFORM_NAMES, ViewPlan, get_transform, resolve_k
+
+    original = options.transform_at == "full"
+    names = TRANSFORM_NAMES if options.transform == "all" else (options.transform,)
+    plans = []
+    for name in names:
+        spec = get_transform(name)
+        if options.transform == "all" and options.k is not None and not spec.k_ok(options.k):
+            k = spec.default_k
+        else:
+            k = resolve_k(name, options.k)
+        plans.append(ViewPlan(name, k, crop, side, options.transform_at, original, options.seed))
+    return plans
+
+
+def _pool(data: JobData) -> np.ndarray:
+    """Every manifest row, train and validation rows first, then test (the original's
+    train ∪ test order)."""
+    import numpy as np
+
+    manifest = data.manifest
+    train = np.concatenate([manifest.rows("train"), manifest.rows("val")])
+    return np.concatenate([np.sort(train), manifest.rows("test")])
+
+
+def _draws(
+    options: InvarianceOptions, n_pool: int, batch_size: int, n_items: int
+) -> tuple[list[np.ndarray], np.ndarray, bool]:
+    """(covariance batches as pool positions, evaluated items, whether items are pairs)."""
+    import numpy as np
+
+    from medtransfer.analysis.invariance import original_draws
+
+    pairs = options.multiview
+    if options.sampling == "original":
+        draws = original_draws(
+            n_pool,
+            batch_size=batch_size,
+            num_images=options.images,
+            n_pairs=n_items if pairs else None,
+        )
+        return draws.statistic_batches, draws.items, pairs
+    every = np.arange(n_pool)
+    batches = [every[i : i + batch_size] for i in range(0, n_pool, batch_size)]
+    count = n_items if options.images == 0 else min(options.images, n_items)
+    items = np.random.default_rng(options.seed).choice(n_items, size=count, replace=False)
+    return batches, np.asarray(items, dtype=np.int64), pairs
+
+
+def _clean_features(
+    roots: Roots,
+    data: JobData,
+    model: ModelOptions,
+    run: RunOptions,
+    options: InvarianceOptions,
+    preprocessing: Preprocessing,
+    batches: list[np.ndarray],
+    pool: np.ndarray,
+    evaluated: list[np.ndarray],
+) -> tuple[ModelJob, Any, str, np.ndarray, list[np.ndarray]]:
+    """(job, feature job or None, precision, covariance features, clean features of each
+    array of manifest rows in ``evaluated``): from the store in eval mode, else by forward
+    passes in the original's batches."""
+    import numpy as np
+
+    from medtransfer.compute import resolve_precision
+    from medtransfer.jobs.common import load_model, prepare_features
+    from medtransfer.jobs.invariance_features import Network, clean_features
+
+    rows = pool[np.concatenate(batches)]
+    if options.batchnorm == "eval":
+        feature_job = prepare_features(roots, data, model, preprocessing, run)
+        store = feature_job.features.features
+        picked = [np.asarray(store[r]) for r in evaluated]
+        return feature_job, feature_job, feature_job.precision, np.asarray(store[rows]), picked
+    job = load_model(roots, data, model, run)
+    precision = resolve_precision(run.precision, job.device)
+    network = Network(job.backbone, job.backbone.normalize, job.device, precision)
+    paths, load = data.manifest.absolute_paths(), data.manifest.loader
+    common = {"workers": run.workers, "progress": run.progress}
+    started = time.perf_counter()
+    stats = clean_features(
+        network,
+        paths,
+        load,
+        preprocessing,
+        batches=[pool[b] for b in batches],
+        batchnorm="batch",
+        **common,
+    )
+    picked = []
+    for r in evaluated:
+        chunks = [r[i : i + run.batch_size] for i in range(0, len(r), run.batch_size)]
+        picked.append(
+            clean_features(
+                network,
+                paths,
+                load,
+                preprocessing,
+                batches=chunks,
+                batchnorm="per-sample",
+                **common,
+            )
+        )
+    job.timings["clean_features_s"] = time.perf_counter() - started
+    return job, None, precision, stats, picked
+
+
+def _geometry(options: InvarianceOptions, features: np.ndarray) -> Any:
+    from medtransfer.analysis.invariance import fit_geometry, original_geometry
+
+    if options.numerics == "original":
+        return original_geometry(features)
+    return fit_geometry(features, options.cov)
+
+
+def _scores(options: InvarianceOptions, shared: _Run, views: np.ndarray):
+    from medtransfer.analysis.invariance import invariance_scores, original_scores
+
+    score = original_scores if options.numerics == "original" else invariance_scores
+    return score(shared.geometry, shared.clean, views, device=shared.job.device)
+
+
+def _interval(values: np.ndarray, included: np.ndarray, options: InvarianceOptions):
+    """Bootstrap interval over images of the aggregate of ``values`` (n, k), or None."""
+    import warnings
+
+    import numpy as np
+
+    from medtransfer.protocols.stats import bootstrap_interval
+
+    if options.bootstrap < 1 or len(values) < 2:
+        return None
+
+    def aggregate(_: np.ndarray, rows: np.ndarray) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(np.mean(np.nanmean(rows, axis=0)[included]))
+
+    interval = bootstrap_interval(
+        aggregate, values, values, n_resamples=options.bootstrap, seed=options.seed
+    )
+    return [interval.low, interval.high]
+
+
+def _outcome(
+    options: InvarianceOptions,
+    shared: _Run,
+    model: ModelOptions,
+    run: RunOptions,
+    transform: str,
+    describe: dict[str, Any],
+    values: list[Any],
+    identity: int | None,
+    similarity: np.ndarray,
+    distance: np.ndarray,
+    extra: dict[str, Any],
+) -> Outcome:
+    """The record of one transform (or of the multi-view pairs)."""
+    from medtransfer.analysis.invariance import summarize
+    from medtransfer.jobs.common import Outcome, model_params
+
+    exclude = None if options.keep_identity else identity
+    summary = summarize(similarity, distance, exclude=exclude)
+    job = shared.job
+    dataset, name = job.manifest.dataset, job.backbone.spec.name
+    metrics: dict[str, Any] = {
+        "similarity": summary.similarity,
+        "distance": summary.distance,
+        "images": len(similarity),
+        "parameter_values": len(summary.included),
+    }
+    lines = [
+        f"{name} on {transform} with dataset {dataset}:",
+        f"\t distance {summary.distance:.6f} and similarity {summary.similarity:.6f}",
+    ]
+    for key, array in (("similarity", similarity), ("distance", distance)):
+        bounds = _interval(array, summary.included, options)
+        if bounds is not None:
+            metrics[f"{key}_ci"] = bounds
+    if "similarity_ci" in metrics:
+        low, high = metrics["similarity_ci"]
+        unit = "pairs" if options.multiview else "images"
+        lines.append(f"similarity 95% CI {low:.6f}-{high:.6f} over {len(similarity)} {unit}")
+    if identity is not None:
+        kept = "kept in" if options.keep_identity else "left out of"
+        lines.append(f"the identity view ({values[identity]!r}) is {kept} the mean")
+    params = {
+        **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
+        "transform": transform,
+        "k": len(values),
+        "view_plan": describe,
+        "batch_size": run.batch_size,
+        "precision": shared.precision,
+    }
+    if shared.feature_job is None:
+        params.update(
+            preprocessing=shared.preprocessing.describe(),
+            **model_params(job.backbone, model),
+            **job.manifest.params,
+        )
+    curve = {
+        "parameters": values,
+        "similarity": summary.curve_similarity.tolist(),
+        "distance": summary.curve_distance.tolist(),
+        "identity_index": identity,
+        "included": summary.included.tolist(),
+    }
+    record_extra = {
+        "curve": curve,
+        "statistics": shared.geometry.describe(),
+        "items": [str(job.manifest.table["path"].iat[int(r)]) for r in shared.items],
+        "unscored_pairs": summary.nan,
+        **extra,
+    }
+    log_only = [
+        "mean and covariance of {n_samples} clean images: {estimator}, shrinkage "
+        "{shrinkage:.4g}, condition number {condition_number:.4g}".format(
+            **shared.geometry.describe()
+        )
+    ]
+    return Outcome(
+        "invariance",
+        params,
+        options.seed,
+        metrics,
+        lines,
+        record_extra,
+        log_only,
+        outputs=_writer(transform, values, identity, similarity, distance, summary),
+    )
+
+
+def _writer(transform, values, identity, similarity, distance, summary):
+    """``outputs(folder)``: the (n, k) scores as .npy and, for k > 1, curve.png."""
+
+    def write(folder) -> None:
+        import numpy as np
+
+        from medtransfer.analysis.pictures import save_curve
+
+        np.save(folder / "similarity.npy", similarity)
+        np.save(folder / "distance.npy", distance)
+        if len(values) > 1:
+            scalar = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            x = [float(v) for v in values] if scalar else list(range(len(values)))
+            save_curve(
+                folder / "curve.png",
+                x,
+                {
+                    "Mahalanobis cosine similarity": summary.curve_similarity,
+                    "Mahalanobis distance": summary.curve_distance,
+                },
+                xlabel=f"{transform} parameter" if scalar else f"{transform} parameter index",
+                title=f"{transform}: mean over {len(similarity)} images",
+                marked=identity,
+            )
+
+    return write
+
+
+def _write(roots: Roots, shared: _Run, model: ModelOptions, outcome: Outcome) -> JobResult:
+    from medtransfer.jobs.common import write_feature_record, write_job_record
+
+    if shared.feature_job is not None:
+        return write_feature_record(roots, shared.feature_job, model, outcome)
+    return write_job_record(roots, shared.job, outcome)
+
+
+def _synthetic(
+    roots: Roots,
+    opened: JobData,
+    model: ModelOptions,
+    options: InvarianceOptions,
+    run: RunOptions,
+) -> list[JobResult]:
+    from medtransfer.analysis.transforms import get_transform
+    from medtransfer.data.prepare import file_stats
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.fsutil import sha256_json
+    from medtransfer.jobs.invariance_features import Network, describe_items, view_features
+    from medtransfer.models.normalization import make_normalization
+
+    preprocessing = Preprocessing(options.image_size, resize="ratio")
+    plans = _plans(options, options.image_size, preprocessing.resize_side())
+    pool = _pool(opened)
+    batches, positions, _ = _draws(options, len(pool), run.batch_size, len(pool))
+    items = pool[positions]
+    job, feature_job, precision, stats, (clean,) = _clean_features(
+        roots, opened, model, run, options, preprocessing, batches, pool, [items]
+    )
+    shared = _Run(job, pool, items, clean, _geometry(options, stats), preprocessing, precision)
+    shared.feature_job = feature_job
+    backbone = job.backbone
+    norm = backbone.normalization
+    if options.view_norm == "original" and norm != "none":
+        normalize, view_norm = make_normalization("imagenet"), "imagenet"
+    else:
+        normalize, view_norm = backbone.normalize, norm
+    network = Network(backbone, normalize, job.device, precision)
+    manifest = opened.manifest
+    all_paths = manifest.absolute_paths()
+    paths = [all_paths[int(r)] for r in items]
+    names = [str(manifest.table["path"].iat[int(r)]) for r in items]
+    identity = describe_items(names, file_stats(paths))
+    batchnorm = "batch" if options.batchnorm == "original" else "eval"
+    results = []
+    for plan in plans:
+        started = time.perf_counter()
+        key = sha256_json(
+            {
+                "version": 1,
+                "weights": backbone.weights_sha256,
+                "arch": backbone.spec.arch,
+                "view_normalization": view_norm,
+                "plan": plan.describe(),
+                "items": identity,
+                "batchnorm": batchnorm,
+                "precision": precision,
+            }
+        )[:16]
+        folder = roots.cache / "invariance" / backbone.spec.name / opened.key / key
+        views = view_features(
+            network,
+            plan,
+            paths,
+            manifest.loader,
+            folder,
+            batchnorm=batchnorm,
+            batch_size=run.batch_size,
+            workers=run.workers,
+            progress=run.progress,
+        )
+        similarity, distance = _scores(options, shared, views)
+        job.timings[f"{plan.transform}_s"] = time.perf_counter() - started
+        extra = {"view_normalization": view_norm}
+        outcome = _outcome(
+            options,
+            shared,
+            model,
+            run,
+            plan.transform,
+            plan.describe(),
+            plan.values,
+            plan.identity,
+            similarity,
+            distance,
+            extra,
+        )
+        if options.k is not None and plan.k != options.k:
+            rule = get_transform(plan.transform).k_rule
+            note = (
+                f"k = {plan.k}: --k {options.k} does not fit {plan.transform}, which takes {rule}"
+            )
+            outcome = dataclasses.replace(outcome, lines=[*outcome.lines, note])
+        results.append(_write(roots, shared, model, outcome))
+    return results
+
+
+def _multiview(
+    roots: Roots,
+    opened: JobData,
+    model: ModelOptions,
+    options: InvarianceOptions,
+    run: RunOptions,
+) -> list[JobResult]:
+
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.errors import ConfigError
+
+    spec = opened.spec
+    if spec.view_pairs is None:
+        raise ConfigError(
+            f"--multiview pairs two views of one subject; {spec.name} has none. It is defined "
+            "for chexpert (lateral and frontal) and diabetic_retinopathy (left and right eye)."
+        )
+    pairs = spec.view_pairs(opened.manifest.table)
+    if not len(pairs):
+        raise ConfigError(
+            f"{spec.name}: no {pairs.views[0]}/{pairs.views[1]} pair in the data "
+            f"({', '.join(f'{v} {k}' for k, v in pairs.unpaired.items()) or 'no rows'})."
+        )
+    preprocessing = Preprocessing(options.image_size, resize="shorter")
+    pool = _pool(opened)
+    batches, chosen, _ = _draws(options, len(pool), run.batch_size, len(pairs))
+    first, second = pairs.first[chosen], pairs.second[chosen]
+    job, feature_job, precision, stats, (one, two) = _clean_features(
+        roots, opened, model, run, options, preprocessing, batches, pool, [first, second]
+    )
+    shared = _Run(job, pool, first, one, _geometry(options, stats), preprocessing, precision)
+    shared.feature_job = feature_job
+    started = time.perf_counter()
+    similarity, distance = _scores(options, shared, two[:, None])
+    job.timings["multiview_s"] = time.perf_counter() - started
+    table = opened.manifest.table
+    extra = {
+        "views": list(pairs.views),
+        "pairs_available": len(pairs),
+        "unpaired": pairs.unpaired,
+        "partners": [str(table["path"].iat[int(r)]) for r in second],
+    }
+    describe = {"transform": "multi_view", "views": list(pairs.views)}
+    view_names = f"{pairs.views[0]}-{pairs.views[1]}"
+    outcome = _outcome(
+        options,
+        shared,
+        model,
+        run,
+        "multi_view",
+        describe,
+        [view_names],
+        None,
+        similarity,
+        distance,
+        extra,
+    )
+    drawn = "draws (with replacement) from" if options.sampling == "original" else "of"
+    outcome = dataclasses.replace(
+        outcome,
+        lines=[
+            *outcome.lines,
+            f"{len(similarity)} {drawn} {len(pairs)} pairs; rows without a partner: "
+            + (", ".join(f"{v} {k}" for k, v in pairs.unpaired.items()) or "none"),
+        ],
+    )
+    return [_write(roots, shared, model, outcome)]
+
+
+def run_invariance(
+    roots: Roots,
+    data: DataOptions,
+    model: ModelOptions,
+    options: InvarianceOptions,
+    run: RunOptions,
+) -> JobResult:
+    """One record per transform (or one for the multi-view pairs); with several, the
+    result is the last one and its lines name every record."""
+    _check(options, run)
+    if not options.multiview:
+        from medtransfer.data.transforms import Preprocessing
+
+        _plans(
+            options, options.image_size, Preprocessing(options.image_size, "ratio").resize_side()
+        )
+    opened = data.open(roots)
+    run_fn = _multiview if options.multiview else _synthetic
+    results = run_fn(roots, opened, model, options, run)
+    if len(results) == 1:
+        return results[0]
+    lines = []
+    for result in results[:-1]:
+        lines += [*result.lines, f"record: {result.record_path}"]
+    return dataclasses.replace(results[-1], lines=[*lines, *results[-1].lines])
+
+
+JOB = Job("invariance", run_invariance, __doc__, presets={"original": ORIGINAL})
