@@ -169,19 +169,31 @@ def _check(options: InvarianceOptions, run: RunOptions) -> None:
 
 
 def _plans(options: InvarianceOptions, crop: int, side: int) -> list[ViewPlan]:
-    """The view plan of each transform asked for, with k checked before any work."""
+    """The view plan of each transform asked for, with k checked before any work. With
+    ``all``, a --k that a transform's grid cannot honour gives way to its default k."""
     from medtransfer.analysis.transforms import TRANSFORM_NAMES, ViewPlan, get_transform, resolve_k
+    from medtransfer.errors import ConfigError
 
     original = options.transform_at == "full"
     names = TRANSFORM_NAMES if options.transform == "all" else (options.transform,)
     plans = []
     for name in names:
         spec = get_transform(name)
-        if options.transform == "all" and options.k is not None and not spec.k_ok(options.k):
-            k = spec.default_k
-        else:
-            k = resolve_k(name, options.k)
-        plans.append(ViewPlan(name, k, crop, side, options.transform_at, original, options.seed))
+        k = options.k
+        if options.transform == "all" and k is not None and not spec.k_ok(k):
+            k = None
+        plan = ViewPlan(
+            name, resolve_k(name, k), crop, side, options.transform_at, original, options.seed
+        )
+        if len(plan.values) == 1 and plan.identity is not None and not options.keep_identity:
+            if options.transform != "all":
+                raise ConfigError(
+                    f"--k {plan.k} leaves only the identity view of {name}; use a larger --k."
+                )
+            plan = ViewPlan(
+                name, spec.default_k, crop, side, options.transform_at, original, options.seed
+            )
+        plans.append(plan)
     return plans
 
 
@@ -474,7 +486,8 @@ def _synthetic(
     all_paths = manifest.absolute_paths()
     paths = [all_paths[int(r)] for r in items]
     names = [str(manifest.table["path"].iat[int(r)]) for r in items]
-    identity = describe_items(names, file_stats(paths))
+    files = manifest.files()
+    identity = describe_items(names, file_stats([files[int(r)] for r in items]))
     batchnorm = "batch" if options.batchnorm == "original" else "eval"
     results = []
     for plan in plans:

@@ -76,8 +76,9 @@ ORIGINAL: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class SaliencyImage:
-    """One analysed image: ``name`` (manifest item or file), the file, its label (None for
-    a user's file) and the decoded RGB picture."""
+    """One analysed image: ``name`` (manifest item or file), the file it is read from (its
+    size and time are part of the cache key), its label (None for a user's file) and the
+    decoded RGB picture."""
 
     name: str
     file: Path
@@ -106,11 +107,11 @@ def _draw(job: ModelJob, options: SaliencyOptions) -> tuple[list[SaliencyImage],
     test = manifest.select("test") if options.images > 0 else np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(options.seed)
     rows = rng.choice(test, size=min(options.images, len(test)), replace=False)
-    paths, labels = manifest.absolute_paths(), manifest.labels
+    paths, files, labels = manifest.absolute_paths(), manifest.files(), manifest.labels
     chosen = [
         SaliencyImage(
             str(manifest.table["path"].iat[int(r)]),
-            paths[int(r)],
+            files[int(r)],
             int(labels[int(r)]),
             manifest.loader(paths[int(r)]),
         )

@@ -229,7 +229,7 @@ def left_right_pairs(table: pd.DataFrame) -> ViewPairs:
     ).dropna(subset=["eye"])
     left = eyes[eyes["eye"] == "left"].drop_duplicates("key").set_index("key")
     right = eyes[eyes["eye"] == "right"].drop_duplicates("key").set_index("key")
-    both = left.join(right, how="inner", lsuffix="_left", rsuffix="_right")
+    both = left.merge(right, left_index=True, right_index=True, suffixes=("_left", "_right"))
     same = both["label_left"] == both["label_right"]
     unpaired = {
         "left eye without a right eye": int((~left.index.isin(right.index)).sum()),
