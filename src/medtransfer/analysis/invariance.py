@@ -12,9 +12,10 @@ the dataset (docs/original-study.md#invariance):
 original): with fewer images than feature dimensions the sample covariance is singular and
 only the ridge makes it invertible (docs/original-study.md#defect-e39). Every estimator has
 the form Σ = (1 − δ) S + (δ τ + ε) I, S the empirical covariance, τ its mean eigenvalue;
-:class:`Geometry` keeps it as eigenvectors and eigenvalues of S plus one value on the rest
-of the space, so all scores come from one projection of every vector onto at most
-min(N, D) directions, in float64, for every image and parameter value at once.
+:class:`Geometry` keeps a factor of P (S's eigenvectors and one value for the rest of the
+space when N ≤ D, the inverse Cholesky factor otherwise), so all scores come from one
+projection of every vector onto at most min(N, D) directions, in float64, for every image
+and parameter value at once.
 
 :func:`original_geometry` and :func:`original_scores` reproduce the original's numerics
 instead (float32 mean, ``np.cov`` + 1e-6 · I, ``np.linalg.inv``, float32 Cholesky factor of
@@ -47,18 +48,22 @@ _CHUNK_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class Geometry:
-    """The Mahalanobis geometry of a covariance estimate.
+    """The Mahalanobis geometry of a covariance estimate Σ, through a factor of its precision.
 
-    Σ = B diag(λ) Bᵀ + c (I − B Bᵀ): ``basis`` B (D, r) float64 with orthonormal columns,
-    ``eigenvalues`` λ (r,) float64, ``floor`` c (the eigenvalue on the rest of the space;
-    unused when r = D); ``mean`` μ (D,) float64. ``estimator``, ``shrinkage`` δ, ``ridge``
-    ε and ``n_samples`` N say how it was estimated.
+    P = Σ⁻¹ = F diag(w) Fᵀ + (I − F Fᵀ) / c: ``factor`` F (D, r) float64 and ``weights`` w
+    (r,). With fewer images than dimensions (r < D), F holds the orthonormal eigenvectors of
+    the empirical covariance, w the inverse eigenvalues of Σ on them, and c (``floor``) is
+    Σ's eigenvalue on the rest of the space; otherwise F = L⁻ᵀ for the Cholesky factor
+    Σ = L Lᵀ, w = 1 and the floor term is absent. ``mean`` μ (D,) float64; ``spectrum``
+    every eigenvalue of Σ, ascending; ``estimator``, ``shrinkage`` δ, ``ridge`` ε and
+    ``n_samples`` N say how it was estimated.
     """
 
     mean: np.ndarray
-    basis: np.ndarray
-    eigenvalues: np.ndarray
+    factor: np.ndarray
+    weights: np.ndarray
     floor: float
+    spectrum: np.ndarray
     estimator: str
     shrinkage: float
     ridge: float
@@ -70,39 +75,35 @@ class Geometry:
 
     @property
     def full_rank(self) -> bool:
-        """Whether the basis spans the whole space (no floor)."""
-        return self.basis.shape[1] == self.dim
-
-    def spectrum(self) -> np.ndarray:
-        """Every eigenvalue of Σ, (D,) float64, ascending."""
-        rest = np.full(self.dim - self.basis.shape[1], self.floor)
-        return np.sort(np.concatenate([self.eigenvalues, rest]))
-
-    def covariance(self) -> np.ndarray:
-        """Σ as a dense (D, D) float64 matrix."""
-        return self._dense(self.eigenvalues, self.floor)
+        """Whether the factor spans the whole space (no floor term)."""
+        return self.factor.shape[1] == self.dim
 
     def precision(self) -> np.ndarray:
         """P = Σ⁻¹ as a dense (D, D) float64 matrix."""
-        floor = 0.0 if self.full_rank else 1.0 / self.floor
-        return self._dense(1.0 / self.eigenvalues, floor)
+        f = self.factor
+        dense = (f * self.weights) @ f.T
+        if not self.full_rank:
+            dense += (np.eye(self.dim) - f @ f.T) / self.floor
+        return dense
 
-    def _dense(self, values: np.ndarray, floor: float) -> np.ndarray:
-        b = self.basis
-        return (b * values) @ b.T + floor * (np.eye(self.dim) - b @ b.T)
+    def covariance(self) -> np.ndarray:
+        """Σ as a dense (D, D) float64 matrix."""
+        if self.full_rank:
+            return np.linalg.inv(self.precision())
+        f = self.factor
+        return (f / self.weights) @ f.T + self.floor * (np.eye(self.dim) - f @ f.T)
 
     def describe(self) -> dict[str, Any]:
         """The estimate's parameters and conditioning, for records."""
-        spectrum = self.spectrum()
         return {
             "estimator": self.estimator,
             "shrinkage": self.shrinkage,
             "ridge": self.ridge,
             "n_samples": self.n_samples,
             "dim": self.dim,
-            "eigenvalue_min": float(spectrum[0]),
-            "eigenvalue_max": float(spectrum[-1]),
-            "condition_number": float(spectrum[-1] / spectrum[0]),
+            "eigenvalue_min": float(self.spectrum[0]),
+            "eigenvalue_max": float(self.spectrum[-1]),
+            "condition_number": float(self.spectrum[-1] / self.spectrum[0]),
         }
 
 
@@ -121,8 +122,11 @@ def fit_geometry(features: np.ndarray, estimator: str = "ledoit-wolf") -> Geomet
     scikit-learn's shrinkage towards τ I of the biased (1/N) covariance.
 
     Raises:
-        ConfigError: an unknown estimator, or fewer than two samples.
+        ConfigError: an unknown estimator, fewer than two samples, or a covariance that is
+            not positive definite.
     """
+    from scipy.linalg import cholesky, solve_triangular
+
     if estimator not in COV_ESTIMATORS:
         raise ConfigError(f"Unknown --cov {estimator!r}; use one of {', '.join(COV_ESTIMATORS)}.")
     x = np.asarray(features, dtype=np.float64)
@@ -135,21 +139,31 @@ def fit_geometry(features: np.ndarray, estimator: str = "ledoit-wolf") -> Geomet
     scale = 1.0 / (n - 1) if sample else 1.0 / n
     shrinkage = 0.0 if sample else _shrinkage(x, estimator)
     ridge = SAMPLE_RIDGE if sample else 0.0
+    singular_error = ConfigError(
+        f"The {estimator} covariance of {n} images in {dim} dimensions is not positive "
+        "definite; use --cov ledoit-wolf."
+    )
     if n <= dim:
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        empirical, basis = singular**2 * scale, vt.T
-    else:
-        empirical, basis = np.linalg.eigh(centred.T @ centred * scale)
-        empirical = np.clip(empirical, 0.0, None)
-    tau = float(np.sum(empirical) / dim)
-    floor = shrinkage * tau + ridge
-    eigenvalues = (1.0 - shrinkage) * empirical + floor
-    if basis.shape[1] < dim and floor <= 0:
-        raise ConfigError(
-            f"The {estimator} covariance of {n} images in {dim} dimensions is singular; "
-            "use --cov ledoit-wolf."
+        empirical = singular**2 * scale
+        floor = shrinkage * float(empirical.sum()) / dim + ridge
+        eigenvalues = (1.0 - shrinkage) * empirical + floor
+        if floor <= 0:
+            raise singular_error
+        spectrum = np.sort(np.concatenate([eigenvalues, np.full(dim - len(eigenvalues), floor)]))
+        return Geometry(
+            mean, vt.T, 1.0 / eigenvalues, floor, spectrum, estimator, shrinkage, ridge, n
         )
-    return Geometry(mean, basis, eigenvalues, floor, estimator, shrinkage, ridge, n)
+    empirical = centred.T @ centred * scale
+    floor = shrinkage * float(np.trace(empirical)) / dim + ridge
+    covariance = (1.0 - shrinkage) * empirical + floor * np.eye(dim)
+    try:
+        lower = cholesky(covariance, lower=True)
+    except np.linalg.LinAlgError:
+        raise singular_error from None
+    factor = solve_triangular(lower, np.eye(dim), lower=True).T  # L⁻ᵀ: P = L⁻ᵀ L⁻¹
+    spectrum = np.linalg.eigvalsh(covariance)
+    return Geometry(mean, factor, np.ones(dim), 0.0, spectrum, estimator, shrinkage, ridge, n)
 
 
 def _chunks(n: int, k: int, dim: int) -> list[tuple[int, int]]:
@@ -174,8 +188,8 @@ def invariance_scores(
     n, k, dim = views.shape
     kw = {"dtype": torch.float64, "device": device}
     mean = torch.as_tensor(geometry.mean, **kw)
-    basis = torch.as_tensor(geometry.basis, **kw)
-    inverse = 1.0 / torch.as_tensor(geometry.eigenvalues, **kw)
+    basis = torch.as_tensor(geometry.factor, **kw)
+    inverse = torch.as_tensor(geometry.weights, **kw)
     rest = 0.0 if geometry.full_rank else 1.0 / geometry.floor
 
     def form(p: torch.Tensor, q: torch.Tensor, pb: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
