@@ -549,7 +549,6 @@ def _multiview(
     options: InvarianceOptions,
     run: RunOptions,
 ) -> list[JobResult]:
-
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.errors import ConfigError
 
