@@ -51,7 +51,7 @@ class DataOptions:
     )
     split_policy: str = option(
         "patient",
-        "patient: no patient on both sides (default); original: the study's exact split",
+        "patient: no patient on both sides of a cut; original: the study's exact split",
         choices=SPLIT_POLICIES,
     )
     split_seed: int = option(0, "seed of the patient split")
@@ -102,7 +102,9 @@ class ModelOptions:
 
     model: str = option(help="catalog model (see `models list`)", flags=("-m", "--model"))
     weights: Path | None = option(
-        None, "a torchvision-format state dict to load into the model's architecture"
+        None,
+        "a torchvision-format state dict to load into the model's architecture "
+        "(default: the catalog's weights)",
     )
     model_seed: int = option(0, "seed of random-init models (random_*)")
     no_norm: bool = option(
