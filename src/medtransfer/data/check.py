@@ -54,7 +54,9 @@ def _verify(path: Path, loader: Callable[[Path], Image.Image] = load_image) -> I
         else:
             loader(path).load()
     except DatasetError as exc:
-        problem = Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
+        problem = Problem.from_error(
+            "unreadable-image", str(path), exc, "re-download it or remove it from the dataset"
+        )
         return ItemCheck(path, problem, None)
     # items inside one file (file#key) share the file's bytes: no content check for them
     return ItemCheck(path, None, _sha256(file) if file == path else None)

@@ -58,6 +58,35 @@ class Problem:
         text = f"[{self.kind}] {self.file}: {self.detail}"
         return f"{text} — {self.fix}" if self.fix else text
 
+    @classmethod
+    def from_error(
+        cls, kind: str, file: str, error: BaseException, fix: str = "", *, named: str = ""
+    ) -> Problem:
+        """The problem an error reports about ``file``, each part said once.
+
+        An :class:`~medtransfer.errors.ImageDecodeError` built with its parts gives its
+        detail and fix; any other message loses a leading ``"<named or file>: "`` (the
+        problem names the file in front), and its own advice (a last ``"; <advice>"``
+        clause) becomes the fix; ``fix`` is used only when the message advises nothing.
+        """
+        detail = getattr(error, "detail", None)
+        if detail is not None:
+            return cls(kind, file, detail, getattr(error, "fix", None) or fix)
+        text = str(error).strip()
+        for prefix in (named, file):
+            if prefix and text.startswith(f"{prefix}: "):
+                text = text[len(prefix) + 2 :]
+        text = text.rstrip(".")
+        head, sep, tail = text.rpartition("; ")
+        if sep and _advises(tail):
+            return cls(kind, file, head, tail)
+        return cls(kind, file, text, "" if _advises(text) else fix)
+
+
+def _advises(text: str) -> bool:
+    """Whether a message already tells the user what to do."""
+    return any(word in text for word in ("re-download", "remove", "restore", "fix ", "check "))
+
 
 @dataclass
 class SourceTable:
