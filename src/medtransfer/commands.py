@@ -33,19 +33,21 @@ def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
     return 0
 
 
-def _open_data(roots: Roots, args: argparse.Namespace) -> JobData:
+def _open_data(
+    roots: Roots, args: argparse.Namespace, *, keep_empty_classes: bool = False
+) -> JobData:
     """The dataset and manifest the data flags of ``args`` name."""
     from medtransfer.jobs.flags import from_args
     from medtransfer.jobs.options import DataOptions
 
-    return from_args(DataOptions, args).open(roots)
+    return from_args(DataOptions, args).open(roots, keep_empty_classes=keep_empty_classes)
 
 
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.check import check_manifest
     from medtransfer.data.manifest import split_counts
 
-    manifest = _open_data(roots, args).manifest
+    manifest = _open_data(roots, args, keep_empty_classes=True).manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
     print(split_counts(manifest).to_string())

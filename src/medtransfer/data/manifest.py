@@ -41,6 +41,9 @@ from medtransfer.errors import DatasetError
 from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
 
 SPLIT_POLICIES = ("patient", "original")
+#: What a manifest does with a class that has no image: raise (every job), leave it out
+#: (``--drop-empty-classes``) or keep it, with no row, for ``datasets check`` to report.
+EMPTY_CLASS_POLICIES = ("error", "drop", "keep")
 MANIFEST_COLUMNS = ("path", "label", "class_name", "patient", "split")
 MANIFEST_VERSION = 2
 
@@ -163,13 +166,17 @@ def build_manifest(
     val_fraction: float = 0.2,
     labels: LabelOptions | None = None,
     val_seed: int | None = None,
+    empty_classes: str = "error",
 ) -> Manifest:
     """Read ``dataset`` from its published layout and split it; opens no image.
 
     ``test_fraction`` and ``seed`` apply to the ``patient`` policy; ``val_fraction`` is the
     share of train held out for validation under both policies (0 for none). ``val_seed``
     re-draws only the validation hold-out (default: the original's 0 under ``original``,
-    ``seed + 1`` under ``patient``); the test split stays as it is.
+    ``seed + 1`` under ``patient``); the test split stays as it is. ``empty_classes``
+    (:data:`EMPTY_CLASS_POLICIES`): a class without images is an error naming where its
+    images should be (``error``), is left out and the others renumbered (``drop``; the
+    manifest's params name it), or stays without rows (``keep``, for ``datasets check``).
     """
     if split_policy not in SPLIT_POLICIES:
         raise DatasetError(
@@ -192,11 +199,18 @@ def build_manifest(
     label_values = table["label"].to_numpy(dtype=np.int64)
     if label_values.min() < 0 or label_values.max() >= len(spec.class_names):
         raise DatasetError(f"{spec.name}: labels outside 0..{len(spec.class_names) - 1}.")
+    class_names, label_values, dropped = _empty_classes(
+        dataset, label_values, source.problems, empty_classes
+    )
+    table["label"] = label_values
     params: dict[str, Any] = {
         "split_policy": split_policy,
         "label_policy": labels.describe(spec.label_options) if spec.label_options else "original",
         "val_fraction": val_fraction,
+        "drop_empty_classes": empty_classes == "drop",
     }
+    if dropped:
+        params["dropped_classes"] = list(dropped)
     if val_seed is not None:
         params["val_seed"] = val_seed
     if split_policy == "original":
@@ -226,13 +240,13 @@ def build_manifest(
             split[train_rows[inner == "test"]] = "val"
         params.update(split_seed=seed, test_fraction=test_fraction, patient_ids=bool(spec.patients))
     table["split"] = split
-    table["class_name"] = [spec.class_names[i] for i in label_values]
+    table["class_name"] = [class_names[i] for i in label_values]
     table = table.loc[:, list(MANIFEST_COLUMNS)]
     digest = sha256_json(
         {
             "version": MANIFEST_VERSION,
             "dataset": spec.name,
-            "class_names": list(spec.class_names),
+            "class_names": list(class_names),
             "params": params,
             "rows": table.to_csv(index=False),
         }
@@ -240,12 +254,49 @@ def build_manifest(
     return Manifest(
         dataset=spec.name,
         root=dataset.root,
-        class_names=spec.class_names,
+        class_names=class_names,
         table=table,
         params=params,
         hash=digest,
         problems=tuple(source.problems),
         loader=spec.load,
+    )
+
+
+def _empty_classes(
+    dataset: ResolvedDataset, labels: np.ndarray, problems: list[Problem], policy: str
+) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
+    """(class names, labels (N,), dropped class names) under the empty-class ``policy``."""
+    if policy not in EMPTY_CLASS_POLICIES:
+        raise ValueError(f"empty_classes must be one of {EMPTY_CLASS_POLICIES}, not {policy!r}")
+    names = dataset.spec.class_names
+    counts = np.bincount(labels, minlength=len(names))
+    empty = tuple(names[i] for i in np.flatnonzero(counts == 0))
+    if not empty or policy == "keep":
+        return names, labels, ()
+    if policy == "error":
+        raise DatasetError(empty_class_message(dataset, empty, problems))
+    kept = np.flatnonzero(counts > 0)
+    renumber = np.full(len(names), -1, dtype=np.int64)
+    renumber[kept] = np.arange(len(kept))
+    return tuple(names[i] for i in kept), renumber[labels], empty
+
+
+def empty_class_message(
+    dataset: ResolvedDataset, empty: tuple[str, ...], problems: list[Problem]
+) -> str:
+    """Why a dataset with the classes ``empty`` (no image each) cannot be used, where the
+    images were looked for (the source's own ``empty-class`` problems name the folder or
+    file), and the two ways out."""
+    spec = dataset.spec
+    listed = ", ".join(repr(name) for name in empty)
+    where = [f"{p.file}: {p.detail}" for p in problems if p.kind == "empty-class"]
+    found = "; ".join(where) if where else f"none found under {dataset.root}"
+    return (
+        f"{spec.name}: class {listed} has no image ({found}). Every class needs images: "
+        "put them in place, or pass --drop-empty-classes to leave the empty class out (the "
+        "manifest and the record then name it). `medtransfer datasets check` lists every "
+        "problem of the dataset."
     )
 
 

@@ -213,7 +213,9 @@ def test_empty_class_is_reported_by_check(
     for name in ("trainLabels.csv", "testLabels.csv"):
         frame = pd.read_csv(root / name)
         frame[frame["level"] != 4].to_csv(root / name, index=False)
-    problems = check_manifest(manifest_of(SPEC, root), progress=False)
+    with pytest.raises(DatasetError, match=r"class 'proliferative' has no image"):
+        manifest_of(SPEC, root)  # every job refuses it
+    problems = check_manifest(manifest_of(SPEC, root, empty_classes="keep"), progress=False)
     assert [p.file for p in problems if p.kind == "empty-class"] == [
         "diabetic_retinopathy:proliferative"
     ]
