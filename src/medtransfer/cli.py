@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         """Write the manifest (split and labels) as CSV.
 
-        Write the manifest as CSV with columns path (relative to the dataset folder), label
+        Write the manifest as CSV with columns path (relative to the CSV's folder), label
         (class index), class_name, patient, split (train/val/test), so a split can be
-        shared, inspected and reused.""",
+        shared, inspected, edited and reused: `--dataset csv:FILE` reads it back with the
+        same classes and splits.""",
     )
     add_flags(export, DataOptions)
     export.add_argument("--out", type=Path, required=True, help="CSV file to write")

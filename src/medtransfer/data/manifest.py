@@ -20,6 +20,14 @@ Split policies
     until the class's test share reaches ``test_fraction`` of its images; the validation
     hold-out is cut from train the same way. Where the data has no patient ids, each image is
     its own patient (``datasets list`` says which datasets have them).
+``given`` (recorded, not a flag)
+    A source that fixes the split itself (a ``csv:`` file with a ``split`` column, e.g. one
+    ``datasets export`` wrote) keeps it row for row; when it has no ``val`` row (or the
+    linear probe re-draws val with ``val_seed``), val is cut from train by the patient rule.
+    ``--split-policy original`` is then an error.
+
+An empty class (no row) is an error unless ``empty_classes="drop"`` leaves it out
+(``--drop-empty-classes``, recorded in the params and so in the hash).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from PIL import Image
 
 from medtransfer.data.catalog import ResolvedDataset, dataset_key
 from medtransfer.data.images import load_image
-from medtransfer.data.sources.base import LabelOptions, Problem, generic_original
+from medtransfer.data.sources.base import GIVEN_SPLIT, LabelOptions, Problem, generic_original
 from medtransfer.errors import DatasetError
 from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
 
@@ -213,7 +221,22 @@ def build_manifest(
         params["dropped_classes"] = list(dropped)
     if val_seed is not None:
         params["val_seed"] = val_seed
-    if split_policy == "original":
+    params.update(source.notes)
+    patients = table["patient"].to_numpy(dtype=str)
+    if GIVEN_SPLIT in table.columns:
+        if split_policy == "original":
+            raise DatasetError(
+                f"{spec.name}: {source.notes.get('split_from', 'the source')} fixes the split, "
+                "so --split-policy original does not apply; leave the flag out (or delete the "
+                "column to let a split policy split the data)."
+            )
+        split = table[GIVEN_SPLIT].to_numpy(dtype=object).copy()
+        params["split_policy"] = "given"
+        if val_seed is not None:  # re-draw val from the given train and val rows
+            split[split == "val"] = "train"
+        if not (split == "val").any():
+            _hold_out_val(split, label_values, patients, val_fraction, seed + 1, val_seed)
+    elif split_policy == "original":
         if spec.check_original is not None:
             spec.check_original(dataset.root)
         if source.has_original_split:
@@ -227,17 +250,8 @@ def build_manifest(
         split[train_rows[held_out]] = "val"
         params["split_rule"] = "original"
     else:
-        patients = table["patient"].to_numpy(dtype=str)
         split = patient_split(label_values, patients, seed=seed, test_fraction=test_fraction)
-        train_rows = np.flatnonzero(split == "train")
-        if val_fraction > 0 and len(train_rows) > 1:
-            inner = patient_split(
-                label_values[train_rows],
-                patients[train_rows],
-                seed=seed + 1 if val_seed is None else val_seed,
-                test_fraction=val_fraction,
-            )
-            split[train_rows[inner == "test"]] = "val"
+        _hold_out_val(split, label_values, patients, val_fraction, seed + 1, val_seed)
         params.update(split_seed=seed, test_fraction=test_fraction, patient_ids=bool(spec.patients))
     table["split"] = split
     table["class_name"] = [class_names[i] for i in label_values]
@@ -261,6 +275,28 @@ def build_manifest(
         problems=tuple(source.problems),
         loader=spec.load,
     )
+
+
+def _hold_out_val(
+    split: np.ndarray,
+    labels: np.ndarray,
+    patients: np.ndarray,
+    val_fraction: float,
+    default_seed: int,
+    val_seed: int | None,
+) -> None:
+    """Mark ``val_fraction`` of the ``train`` rows of ``split`` (N,) as ``val``, in place,
+    by the patient rule (seed ``val_seed``, else ``default_seed``)."""
+    train_rows = np.flatnonzero(split == "train")
+    if val_fraction <= 0 or len(train_rows) < 2:
+        return
+    inner = patient_split(
+        labels[train_rows],
+        patients[train_rows],
+        seed=default_seed if val_seed is None else val_seed,
+        test_fraction=val_fraction,
+    )
+    split[train_rows[inner == "test"]] = "val"
 
 
 def _empty_classes(

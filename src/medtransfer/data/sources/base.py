@@ -16,6 +16,10 @@ import pandas as pd
 
 ROW_COLUMNS = ("path", "label", "patient")
 ORIGINAL_COLUMNS = ("original_split", "original_order")
+#: The split a source gives each row itself (``train``/``val``/``test``; a ``csv:`` file's
+#: ``split`` column): the manifest keeps it instead of splitting.
+GIVEN_SPLIT = "given_split"
+SPLITS = ("train", "val", "test")
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 PM_POSITIVE_POLICIES = ("P", "HP")
 
@@ -97,17 +101,22 @@ class SourceTable:
     ``label`` (int class index), ``patient`` (str, "" when unknown), in the order of the
     source's index file. Optionally, ``original_split`` (``train``/``test``) and
     ``original_order`` (int: the row's position in the original's iteration order within
-    its split) where the original's split is not the generic one (:func:`generic_original`).
+    its split) where the original's split is not the generic one (:func:`generic_original`),
+    and ``given_split`` (``train``/``val``/``test``) where the source fixes the split itself.
+    ``notes``: what the source decided that a record should say (e.g. which column the
+    class names came from); the manifest adds them to its params.
     """
 
     table: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in ROW_COLUMNS if c not in self.table.columns]
         if missing:
             raise ValueError(f"source table lacks columns {missing}")
-        keep = [*ROW_COLUMNS, *(c for c in ORIGINAL_COLUMNS if c in self.table.columns)]
+        optional = (*ORIGINAL_COLUMNS, GIVEN_SPLIT)
+        keep = [*ROW_COLUMNS, *(c for c in optional if c in self.table.columns)]
         self.table = self.table.loc[:, keep].reset_index(drop=True)
         self.table["label"] = self.table["label"].astype("int64")
         self.table["patient"] = self.table["patient"].fillna("").astype(str)
