@@ -43,7 +43,7 @@ def run_knn(
     from medtransfer.protocols.knn import knn_votes
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, metrics_with_interval
-    from medtransfer.results.sidecar import test_row_arrays
+    from medtransfer.results.sidecar import row_arrays
 
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
     job = prepare_features(roots, data.open(roots), model, preprocessing, run)
@@ -79,7 +79,7 @@ def run_knn(
     }
     extra = {"bank_rows": len(bank), "test_rows": len(test)}
     n_classes = len(job.manifest.class_names)
-    arrays = test_row_arrays(
+    arrays = row_arrays(
         test, labels[test], [v.scores for v in votes], [v.k for v in votes], n_classes
     )
     outcome = Outcome("knn", params, options.seed, metrics, lines, extra, arrays=arrays)

@@ -105,7 +105,7 @@ def run_linear(
     from medtransfer.jobs.common import Outcome, prepare_features, write_feature_record
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, format_spread, mean_over_seeds
-    from medtransfer.results.sidecar import test_row_arrays
+    from medtransfer.results.sidecar import row_arrays
 
     seeds: list[int | None] = list(options.seeds) if options.seeds else [None]
     opened = data.open(roots, val_seed=seeds[0])
@@ -160,7 +160,7 @@ def run_linear(
         **({"per_seed": per_seed} if len(runs) > 1 else {}),
     }
     test = job.manifest.select("test")
-    arrays = test_row_arrays(
+    arrays = row_arrays(
         test,
         job.features.labels[test],
         [r.test_probabilities for r, _, _ in runs],

@@ -244,6 +244,7 @@ class CompareOptions:
     k: int = option(20, "kNN neighbours the kNN verdict uses (added to the run's k if needed)")
     n_way: int | None = option(None, "few-shot classes per episode (default: min(5, classes))")
     n_support: int | None = option(None, "few-shot support images per class (job default)")
+    n_query: int | None = option(None, "few-shot query images per class (job default)")
     iter_num: int | None = option(None, "few-shot episodes (job default)")
     image_size: int | None = option(
         None, "crop size of every job (default: each job's)", flags=("-i", "--image-size")
@@ -331,24 +332,19 @@ def run_report(roots: Roots, options: ReportOptions) -> int:
 
 def write_report(roots: Roots, options: ReportOptions) -> Path:
     """Render the report of the records under ``roots.results`` to its file."""
-    from medtransfer.fsutil import atomic_write_text
-    from medtransfer.results.report import ReportInputs, render
+    from medtransfer.results import report
 
     records, skipped = _read(roots, options.all_runs)
     records, _ = _filtered(records, options.where)
-    out = options.out or roots.results / "report.html"
-    figures_dir = out.parent / f"{out.stem}_figures"
-    inputs = ReportInputs(
+    return report.write_report(
         records,
-        skipped,
-        figures_dir,
+        options.out or roots.results / "report.html",
+        skipped=skipped,
         notes=options.notes,
         k=options.k,
         resamples=options.resamples,
         alpha=options.alpha,
     )
-    atomic_write_text(out, render(inputs))
-    return out
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -129,7 +129,7 @@ def protocol_settings(
             out["n_way"] = options.n_way
         elif "n_way" not in preset_fields:
             out["n_way"] = min(5, n_classes)
-        for key in ("n_support", "iter_num"):
+        for key in ("n_support", "n_query", "iter_num"):
             if getattr(options, key) is not None:
                 out[key] = getattr(options, key)
     if job.name == "knn" and options.k not in KnnOptions().ks and "ks" not in preset_fields:

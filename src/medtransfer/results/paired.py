@@ -90,7 +90,7 @@ def paired_episodes(a: str, b: str, acc_a: np.ndarray, acc_b: np.ndarray) -> Pai
     else:
         se = sd / math.sqrt(n)
         t = stats.t.ppf(0.975, n - 1)
-        low, high = mean - t * se, mean + t * se
+        low, high = float(mean - t * se), float(mean + t * se)
         p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
     return Paired(a, b, mean, low, high, p, n, f"paired t over {n} shared episodes")
 

@@ -363,3 +363,29 @@ def render(inputs: ReportInputs) -> str:
         parts.append(f'<h2>Files skipped</h2><ul id="skipped">{items}</ul>')
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     return "\n".join(parts)
+
+
+def write_report(
+    records: Sequence[RecordFile],
+    out: Path,
+    *,
+    skipped: Sequence[Skipped] = (),
+    notes: Sequence[str] = (),
+    k: int = 20,
+    resamples: int = 2000,
+    alpha: float = 0.05,
+) -> Path:
+    """Render the report of ``records`` to ``out`` (atomically; its figures' files go to
+    ``<out stem>_figures/`` beside it) and return ``out``."""
+    from medtransfer.fsutil import atomic_write_text
+
+    inputs = ReportInputs(
+        list(records),
+        list(skipped),
+        out.parent / f"{out.stem}_figures",
+        notes=tuple(notes),
+        k=k,
+        resamples=resamples,
+        alpha=alpha,
+    )
+    return atomic_write_text(out, render(inputs))

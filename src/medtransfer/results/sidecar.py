@@ -53,7 +53,7 @@ def episode_arrays(
     }
 
 
-def test_row_arrays(
+def row_arrays(
     rows: np.ndarray,
     y_true: np.ndarray,
     scores: Sequence[np.ndarray],

@@ -6,8 +6,9 @@ change here: every numeric entry is a metric; ``<name>_ci`` ([low, high]) and
 min, max, n over seeds) gives its number of seeds; nested objects of numbers become
 ``<name>.<key>``; lists (curves) and text are not metrics. A record's *main* metric is its
 metric with an interval named by its ``params.metric`` (kNN: at k=20), else its first
-metric with an interval, else its first metric (:func:`main_metric`): the one a ranking, a
-pivot or a figure shows.
+metric with an interval, else its first top-level metric (records are stored with sorted
+keys: first in alphabetical order; :func:`main_metric`): the one a ranking, a pivot or a
+figure shows.
 """
 
 from __future__ import annotations
@@ -113,12 +114,17 @@ def metric_values(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[Metr
 
 
 def main_metric(values: Iterable[MetricValue], dataset_metric: str | None = None) -> str | None:
-    """The main metric's name among ``values``: of those with an interval (else of all), the
+    """The main metric's name among ``values``: of those with an interval (else of the
+    top-level ones, else of all), the
     one named ``dataset_metric`` (a record's ``params.metric`` as a record key, e.g.
     ``accuracy``), else one ending in ``_<dataset_metric>`` at k=20 neighbours (kNN:
     ``k20_accuracy``) or at the smallest k, else the first."""
     values = list(values)
-    pool = [v.name for v in values if v.has_interval] or [v.name for v in values]
+    pool = (
+        [v.name for v in values if v.has_interval]
+        or [v.name for v in values if "." not in v.name]
+        or [v.name for v in values]
+    )
     if not pool:
         return None
     if dataset_metric:
