@@ -28,7 +28,7 @@ from medtransfer.results.compare import (
     interval_text,
 )
 from medtransfer.results.plots import FigureFile, all_figures
-from medtransfer.results.table import long_table
+from medtransfer.results.table import COLUMNS, long_table
 
 #: Fewer test items than this and a number "rests on few images".
 FEW_IMAGES = 100
@@ -277,25 +277,12 @@ def _figure_html(figure: FigureFile) -> str:
     )
 
 
+#: Long-table columns the report leaves out (hashes and versions are in "What was run").
+_HIDDEN = ("model", "weights_sha256", "main", "config_hash", "medtransfer", "git_commit")
+
+
 def _long_html(table: pd.DataFrame) -> str:
-    columns = [
-        "label",
-        "protocol",
-        "dataset",
-        "variant",
-        "metric",
-        "value",
-        "low",
-        "high",
-        "n_seeds",
-        "n_eval",
-        "preset",
-        "split_policy",
-        "label_policy",
-        "precision",
-        "created",
-        "record",
-    ]
+    columns = [c for c in COLUMNS if c not in _HIDDEN]
     rows = []
     for row in table[columns].itertuples(index=False):
         cells = []
