@@ -80,6 +80,20 @@ def shapes(tmp_path: Path) -> Path:
     )
     hand_record(
         tmp_path,
+        protocol="finetune",
+        model="moco-v2",
+        dataset="chexpert",
+        params={"metric": "auc", "seeds": None},
+        metrics={
+            "auc": 79.9,
+            "auc_ci": [79.0, 80.8],
+            "auc_spread": {"mean": 79.9, "std": 0.4, "min": 79.5, "max": 80.3, "n": 2},
+            "accuracy": 80.2,
+        },
+        extra={"per_seed": [{"seed": 0}, {"seed": 1}], "sizes": {"test": 89365}},
+    )
+    hand_record(
+        tmp_path,
         protocol="saliency",
         model="swav",
         params={"images": 10},
@@ -123,7 +137,7 @@ def shapes(tmp_path: Path) -> Path:
 
 def test_metrics_of_every_protocol_shape_are_read_generically(shapes: Path) -> None:
     records, skipped = read_records(shapes)
-    assert skipped == [] and len(records) == 7
+    assert skipped == [] and len(records) == 8
     table = long_table(records)
     assert list(table.columns) == list(COLUMNS)
 
@@ -139,6 +153,10 @@ def test_metrics_of_every_protocol_shape_are_read_generically(shapes: Path) -> N
     assert main["label"] == "r18@mine" and main["model"] == "supervised_r18"
     assert linear["accuracy"]["n_seeds"] == 3 and not linear["accuracy"]["main"]
     assert main["n_eval"] == 53576
+
+    finetune = _rows(table, "finetune")
+    assert finetune["auc"]["main"] and finetune["auc"]["n_seeds"] == 2
+    assert finetune["accuracy"]["n_seeds"] == 2 and finetune["auc"]["n_eval"] == 89365
 
     knn = _rows(table, "knn")
     assert [m for m, r in knn.items() if r["main"]] == ["k20_accuracy"]  # not k100 (sorted first)
@@ -179,7 +197,7 @@ def test_damaged_and_foreign_files_are_listed_and_skipped(shapes: Path) -> None:
     hidden.mkdir()
     (hidden / "x.json").write_text("{")
     records, skipped = read_records(shapes)
-    assert len(records) == 7
+    assert len(records) == 8
     reasons = {s.path.name: s.reason for s in skipped}
     assert set(reasons) == {
         "broken.json",
