@@ -116,6 +116,11 @@ def test_bad_split_values_and_clashing_names_are_errors_naming_the_row(
 
 def test_a_class_name_column_alone_names_the_classes(tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
-    csv.write_text("path,class_name\na.png,cat\nb.png,dog\nc.png,cat\n")
+    csv.write_text("path,class_name\na.png,cat\nb.png,dog\nc.png,cat\nd.png,\n")
     resolved = resolve_dataset(f"csv:{csv}", tmp_path)
     assert resolved.spec.class_names == ("cat", "dog")
+    manifest = build_manifest(resolved)
+    assert len(manifest) == 3
+    assert [str(p) for p in manifest.problems] == [
+        "[unknown-label] labels.csv row 5: class_name is empty — fill it in"
+    ]

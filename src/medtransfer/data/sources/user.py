@@ -66,12 +66,17 @@ def read_user_csv(csv_path: Path) -> tuple[Path, tuple[str, ...], SourceTable]:
     if frame.empty:
         raise DatasetError(f"{csv_path}: the CSV has no rows.")
     frame = frame.apply(lambda column: column.str.strip())
-    key = "label" if "label" in frame.columns else "class_name"
-    problems = [
-        Problem("unknown-label", f"{csv_path.name} row {i + 2}", f"{key} is empty", "fill it in")
-        for i in frame.index[frame[key] == ""]
-    ]
-    frame = frame[frame[key] != ""]
+    problems = []
+    for key in ("label", "class_name"):
+        if key in frame.columns:
+            empty = frame.index[frame[key] == ""]
+            problems += [
+                Problem(
+                    "unknown-label", f"{csv_path.name} row {i + 2}", f"{key} is empty", "fill it in"
+                )
+                for i in empty
+            ]
+            frame = frame.drop(empty)
     classes, labels = _classes(csv_path, frame)
     notes: dict[str, object] = {}
     if "class_name" in frame.columns:
@@ -107,17 +112,9 @@ def _classes(csv_path: Path, frame: pd.DataFrame) -> tuple[tuple[str, ...], pd.S
     when the ``label`` column holds integers (an exported manifest reads back with the same
     indices), by name otherwise; a name given two labels (or a label two names) is an error.
     """
-    labels = frame["label"] if "label" in frame.columns else None
     if "class_name" not in frame.columns:
-        assert labels is not None
-        distinct = set(labels)
-        if all(_is_int(v) for v in distinct):
-            classes = tuple(str(v) for v in sorted({int(v) for v in distinct}))
-            labels = labels.map(lambda v: str(int(v)))
-        else:
-            classes = tuple(sorted(distinct))
-        index = {name: i for i, name in enumerate(classes)}
-        return classes, labels.map(index)
+        return _classes_from_labels(frame["label"])
+    labels = frame["label"] if "label" in frame.columns else None
     names = frame["class_name"]
     if labels is not None and all(_is_int(v) for v in set(labels)):
         pairs = pd.DataFrame({"name": names, "label": labels.astype(int)}).drop_duplicates()
@@ -136,6 +133,18 @@ def _classes(csv_path: Path, frame: pd.DataFrame) -> tuple[tuple[str, ...], pd.S
         classes = tuple(sorted(set(names)))
     index = {name: i for i, name in enumerate(classes)}
     return classes, names.map(index)
+
+
+def _classes_from_labels(labels: pd.Series) -> tuple[tuple[str, ...], pd.Series]:
+    """The sorted distinct labels (integers numerically) and each row's index among them."""
+    distinct = set(labels)
+    if all(_is_int(v) for v in distinct):
+        classes = tuple(str(v) for v in sorted({int(v) for v in distinct}))
+        labels = labels.map(lambda v: str(int(v)))
+    else:
+        classes = tuple(sorted(distinct))
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, labels.map(index)
 
 
 def _is_int(value: str) -> bool:
