@@ -46,6 +46,7 @@ def test_a_transform_record_with_its_curve_and_no_extra_clean_passes(
     record = result.record
     assert record["protocol"] == "invariance" and record["features_extracted"] is False
     assert record["params"]["k"] == 4 and record["params"]["cov"] == "ledoit-wolf"
+    assert record["params"]["metric"] == "similarity"  # the results table's main metric
     curve = record["curve"]
     assert curve["parameters"] == [0.0, 90.0, 180.0, 270.0] and curve["identity_index"] == 0
     assert curve["similarity"][0] == pytest.approx(1.0, abs=1e-9)  # the identity view is clean

@@ -118,9 +118,11 @@ def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
 class Outcome:
     """A finished protocol run as its record holds it: the ``protocol``, the ``params`` and
     ``seed`` that define the run, its ``metrics``, the result ``lines`` for people, ``extra``
-    record keys, ``log_only`` lines (the log holds them before ``lines``), and ``outputs``:
-    ``outputs(folder)`` writes the run's output files (maps, pictures) into the folder that
-    ends up beside the record (:func:`medtransfer.results.records.write_record`)."""
+    record keys, ``log_only`` lines (the log holds them before ``lines``), ``arrays``
+    (name -> array) for the record's ``.npz`` sidecar: what a paired comparison of two
+    records needs (per-episode accuracies, per-test-row scores with their row ids), and
+    ``outputs``: ``outputs(folder)`` writes the run's output files (maps, pictures) into the
+    folder that ends up beside the record (:func:`medtransfer.results.records.write_record`)."""
 
     protocol: str
     params: dict[str, Any]
@@ -129,6 +131,7 @@ class Outcome:
     lines: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
     log_only: list[str] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)
     outputs: Callable[[Path], None] | None = None
 
 
@@ -158,7 +161,7 @@ def write_job_record(
         extra=extra,
     )
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *outcome.lines)]
-    path = write_record(roots.results, record, log, outputs=outcome.outputs)
+    path = write_record(roots.results, record, log, outcome.arrays, outputs=outcome.outputs)
     return JobResult(path, record.to_json(), outcome.metrics, list(outcome.lines), extracted)
 
 

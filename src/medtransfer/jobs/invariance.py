@@ -372,6 +372,7 @@ def _outcome(
     params = {
         **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
         "transform": transform,
+        "metric": "similarity",
         "k": len(values),
         "view_plan": describe,
         "batch_size": run.batch_size,

@@ -317,6 +317,7 @@ def run_saliency(
         f"{metrics['attentive_diffusion']:.2f}%{interval} over {len(array)} image(s)"
     )
     params = {
+        "metric": "attentive_diffusion",
         "images": options.images,
         "image": str(options.image) if options.image else None,
         "image_split": "test",
