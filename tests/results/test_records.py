@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from medtransfer.results.records import SCHEMA_VERSION, Record, environment_info, write_record
 
 
@@ -88,3 +90,27 @@ def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
     assert "arrays" not in json.loads(plain.read_text()) and load_sidecar(plain) is None
     sidecar_path(plain).write_bytes(b"not a zip")
     assert load_sidecar(plain) is None  # a damaged sidecar reads as none
+
+
+def test_output_files_go_to_a_folder_named_in_the_record(tmp_path: Path) -> None:
+    from medtransfer.results.records import outputs_folder
+
+    def outputs(folder: Path) -> None:
+        (folder / "map.npy").write_bytes(b"x")
+
+    def crash(folder: Path) -> None:
+        (folder / "half.png").write_bytes(b"")
+        raise RuntimeError("interrupted")
+
+    first = write_record(tmp_path, _record(), [], outputs=outputs)
+    assert json.loads(first.read_text())["outputs"] == first.stem
+    assert (outputs_folder(first) / "map.npy").read_bytes() == b"x"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_record(tmp_path, _record(seed=1), [], outputs=crash)
+    names = sorted(p.name for p in first.parent.iterdir())
+    assert names == [first.stem, first.name, first.with_suffix(".log").name]
+    record = _record(seed=2, created="2026-01-01T00:00:00Z")
+    taken = first.parent / f"20260101T000000Z-{record.config_hash()[:8]}"
+    taken.mkdir()  # left by a run that died before its record: its name is not reused
+    path = write_record(tmp_path, record, [], outputs=outputs)
+    assert path.name == f"{taken.name}-2.json" and (outputs_folder(path) / "map.npy").is_file()
