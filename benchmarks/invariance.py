@@ -12,14 +12,15 @@ original's float32 Cholesky factor of P does not exist for these features):
 (c) medtransfer, exact float64 scores from the covariance's spectrum (the default path;
     here with the same sample covariance).
 
-Prints the time of each on the scores (the statistics, computed once by each, are timed
-apart), the ratios, and the largest differences: (b) against (a), and (c) against a
-float64 per-pair reference on a subset of pairs. Two cases by default: fewer clean images
-than dimensions (Montgomery-sized, N = 138: the covariance is singular up to its ridge) and
-more (N = 4,000). Runs unchanged on a GPU (``--device auto`` picks it).
+Prints the median time of each on the scores over ``--repeat`` interleaved rounds (the
+statistics, computed once by each, are timed apart), the ratios, and the largest
+differences: (b) against (a), and (c) against a float64 per-pair reference on a subset of
+pairs. Two cases by default: fewer clean images than dimensions (Montgomery-sized, N = 138:
+the sample covariance is singular up to its ridge) and more (N = 4,000). Runs unchanged on
+a GPU (``--device auto`` picks it).
 
     python benchmarks/invariance.py [--dim 2048] [--k 256] [--images 20] [--stats 138,4000]
-                                    [--device auto] [--threads N]
+                                    [--device auto] [--threads N] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -110,7 +111,19 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(n_stats: int, n_images: int, k: int, dim: int, device: str) -> dict[str, Any]:
+def _timed(fn: Any, device: str) -> tuple[Any, float]:
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def measure(
+    n_stats: int, n_images: int, k: int, dim: int, device: str, repeat: int = 1
+) -> dict[str, Any]:
+    """Time (a), (b) and (c) ``repeat`` times, interleaved (a shared machine's load then
+    weighs on all three alike); report medians and the range of the per-round ratios."""
     stats, clean, views = synthetic_features(n_stats, n_images, k, dim)
     estimator = "sample" if n_stats > dim else "ledoit-wolf"
     start = time.perf_counter()
@@ -122,20 +135,21 @@ def measure(n_stats: int, n_images: int, k: int, dim: int, device: str) -> dict[
         loop_stats_s = time.perf_counter() - start
     else:
         precision, loop_stats_s = geometry.precision(), float("nan")
-    (loop_s_arr, loop_d_arr), original, loop_s = original_loop(stats, clean, views, precision)
-    original_scores(original, clean[:1], views[:1], device=device)  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    s_b, d_b = original_scores(original, clean, views, device=device)
-    synchronize(device)
-    vector_s = time.perf_counter() - start
-
-    invariance_scores(geometry, clean[:1], views[:1], device=device)  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    s_c, d_c = invariance_scores(geometry, clean, views, device=device)
-    synchronize(device)
-    exact_s = time.perf_counter() - start
+    _, original, _ = original_loop(stats, clean[:1], views[:1, :2], precision)
+    original_scores(original, clean[:1], views[:1], device=device)  # warm-ups
+    invariance_scores(geometry, clean[:1], views[:1], device=device)
+    rounds: list[tuple[float, float, float]] = []
+    for _ in range(repeat):
+        (loop_s_arr, loop_d_arr), _, loop_s = original_loop(stats, clean, views, precision)
+        (s_b, d_b), vector_s = _timed(
+            lambda: original_scores(original, clean, views, device=device), device
+        )
+        (s_c, d_c), exact_s = _timed(
+            lambda: invariance_scores(geometry, clean, views, device=device), device
+        )
+        rounds.append((loop_s, vector_s, exact_s))
+    loop_s, vector_s, exact_s = (float(np.median(column)) for column in zip(*rounds, strict=True))
+    ratios = [a / c for a, _, c in rounds]
     pairs = min(200, n_images * k)
     ref_s, ref_d = float64_reference(geometry, clean, views, pairs)
     return {
@@ -148,6 +162,8 @@ def measure(n_stats: int, n_images: int, k: int, dim: int, device: str) -> dict[
         "exact_stats_s": exact_stats_s,
         "ratio_vector": loop_s / vector_s,
         "ratio_exact": loop_s / exact_s,
+        "ratio_exact_range": (min(ratios), max(ratios)),
+        "repeat": repeat,
         "diff_vector_similarity": float(np.abs(s_b - loop_s_arr).max()),
         "diff_vector_distance": float(np.abs(d_b / loop_d_arr - 1).max()),
         "diff_exact_similarity": float(np.abs(s_c.ravel()[:pairs] - ref_s).max()),
@@ -181,6 +197,7 @@ def main() -> None:
     parser.add_argument("--stats", default="138,4000", help="clean images for the statistics")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are printed")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,7 +205,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     for n_stats in (int(v) for v in args.stats.split(",")):
-        r = measure(n_stats, args.images, args.k, args.dim, device)
+        r = measure(n_stats, args.images, args.k, args.dim, device, args.repeat)
         print(
             f"\nN = {n_stats} clean images, D = {args.dim}, {r['pairs']} pairs "
             f"({args.images} images x {args.k} views)"
@@ -200,8 +217,10 @@ def main() -> None:
         print(f"  (a) original per-pair loop:        {r['loop_s']:.2f} s")
         ratio = r["ratio_vector"]
         print(f"  (b) original numerics, vectorised: {r['vector_s']:.3f} s  -> {ratio:.0f}x")
+        low, high = r["ratio_exact_range"]
         print(
             f"  (c) exact float64, vectorised:     {r['exact_s']:.3f} s  -> {r['ratio_exact']:.0f}x"
+            f" (rounds: {low:.0f}x to {high:.0f}x)"
         )
         print(
             f"  (b) vs (a): max |dS| {r['diff_vector_similarity']:.1e}, "
