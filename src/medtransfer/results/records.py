@@ -1,7 +1,8 @@
 """Run records: one self-describing JSON file per run, plus a log for people.
 
 Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
-``<run_id>.log`` beside it. ``run_id`` is the UTC start time plus the first 8 hex digits
+``<run_id>.log`` beside it, and a job's output files (images, arrays) in the folder
+``<run_id>/`` (:func:`outputs_folder`). ``run_id`` is the UTC start time plus the first 8 hex digits
 of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
 each other and one configuration's runs sort together in time. The schema is documented in
 ``docs/records.md``; bump :data:`SCHEMA_VERSION` on any incompatible change.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 import medtransfer
-from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.fsutil import atomic_directory, atomic_write_json, atomic_write_text, sha256_json
 
 SCHEMA_VERSION = 1
 
@@ -110,16 +112,33 @@ class Record:
         }
 
 
-def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Path:
-    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path."""
+def outputs_folder(record_path: Path) -> Path:
+    """The folder of a record's output files: its path without ``.json``."""
+    return Path(record_path).with_suffix("")
+
+
+def write_record(
+    results_root: Path,
+    record: Record,
+    log_lines: list[str],
+    outputs: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
+
+    ``outputs(folder)``, when given, writes the run's output files into ``folder``, which
+    becomes :func:`outputs_folder` of the record, complete, before the record is written
+    (so a record never points at missing outputs)."""
     folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
     path = folder / f"{run_id}.json"
     counter = 1
-    while path.exists():
+    while path.exists() or outputs_folder(path).exists():
         counter += 1
         path = folder / f"{run_id}-{counter}.json"
+    if outputs is not None:
+        with atomic_directory(outputs_folder(path)) as staging:
+            outputs(staging)
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
