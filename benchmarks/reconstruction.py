@@ -68,6 +68,7 @@ def measure(
     layer: str = "layer4",
     device: str = "auto",
     precision: str = "auto",
+    grouped: bool | None = None,
 ) -> dict[str, Any]:
     """Steps per second for one image and image-steps per second for ``images`` at once,
     and the hours the paper's grid would take at the latter rate (a dict of figures).
@@ -87,6 +88,7 @@ def measure(
         code_size=code_size,
         precision=precision,
         generator=SkipConfig().shallower(depth),
+        grouped=grouped,
     )
     targets = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
     one = _seconds_per_step(features, targets[:1], config, device=device, steps=steps)
@@ -122,6 +124,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's)")
+    parser.add_argument(
+        "--grouped",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="several generators' convolutions as one grouped call (yes), one call per "
+        "member (no), or grouped on CUDA only (auto)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,11 +144,13 @@ def main() -> None:
         layer=args.layer,
         device=args.device,
         precision=args.precision,
+        grouped={"auto": None, "yes": True, "no": False}[args.grouped],
     )
     print(
         f"{figures['device']} ({figures['device_name']}), {figures['precision']}, "
         f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, {args.model}, "
-        f"{args.size}px crop of a {args.code_size}px code, generator depth {args.depth}"
+        f"{args.size}px crop of a {args.code_size}px code, generator depth {args.depth}, "
+        f"grouped convolutions: {args.grouped}"
     )
     print(f"(a) one image:          {figures['one_steps_per_s']:.3f} steps/s")
     print(

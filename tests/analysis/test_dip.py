@@ -94,3 +94,13 @@ def test_each_member_computes_and_learns_what_it_would_alone() -> None:
     rows = group.head.weight.shape[0] // 2
     torch.testing.assert_close(group.head.weight.grad[rows:], alone.head.weight.grad)
     assert group.head.weight.grad[:rows].abs().max() == 0  # member 0 untouched by member 1
+
+
+def test_one_grouped_call_and_one_call_per_member_agree() -> None:
+    group = seeded(SMALL, 3)
+    code = torch.rand(3, 32, 32, 32, generator=torch.Generator().manual_seed(3))
+    assert group.grouped is None  # CPU: one call per member; CUDA: one grouped call
+    per_member = group(code)
+    group.grouped = True
+    assert all(m.grouped for m in group.modules() if hasattr(m, "grouped"))
+    torch.testing.assert_close(group(code), per_member, rtol=1e-4, atol=1e-5)

@@ -103,7 +103,9 @@ def test_a_killed_run_resumes_to_what_an_uninterrupted_run_ends_with(
     assert torch.equal(again.outputs, whole.outputs)
 
     other = dataclasses.replace(CONFIG, lr=2e-3)
-    with pytest.raises(ProtocolError, match="belongs to another run"):
+    with pytest.raises(
+        ProtocolError, match=r"reconstruction checkpoint .* belongs to a run with other settings"
+    ):
         reconstruct(features, targets, other, checkpoint_dir=tmp_path, progress=False)
 
 
@@ -112,10 +114,10 @@ def test_images_together_are_the_same_computation_as_one_at_a_time(
 ) -> None:
     """Same start and same first loss up to rounding; then equally good results.
 
-    Grouped convolutions round differently from single ones, and Adam steps every
-    parameter by about lr in the direction of its gradient's sign, even where that
-    gradient is only rounding noise (conv biases before BatchNorm, whose true gradient is
-    0): trajectories part after a few steps, as with a change of CPU thread count
+    A batched backbone (here at 32 px) rounds differently from a single one, and Adam
+    steps every parameter by about lr in the direction of its gradient's sign, even where
+    that gradient is only rounding noise (conv biases before BatchNorm, whose true gradient
+    is 0): trajectories part after a few steps, as with a change of CPU thread count
     (docs/analyses/reconstruction.md). The members' exact independence (outputs and
     gradients) is tested in test_dip.py."""
     alone = reconstruct(features, targets[1:], CONFIG, progress=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,9 @@ from medtransfer.results.records import outputs_folder
 from tests.jobs.conftest import MODEL, RUN, SIZE
 from tests.support.http_server import serve_directory
 from tests.support.lpips_trunks import reference_lpips, serve_from, write_standins
+from tests.support.threads import one_thread  # noqa: F401  (autouse)
 
 PAIR_SIZE = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _picture(path: Path, seed: int, size: tuple[int, int]) -> Path:

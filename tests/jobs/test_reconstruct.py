@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,19 +21,12 @@ from medtransfer.jobs.options import DataOptions
 from medtransfer.jobs.reconstruct import ReconstructOptions, run_reconstruct
 from medtransfer.results.records import outputs_folder
 from tests.jobs.conftest import MODEL, RUN, SIZE, log_lines
+from tests.support.threads import one_thread  # noqa: F401  (autouse)
 
 TINY = ReconstructOptions(
     layer="layer3", steps=5, images=2, image_size=SIZE, code_size=SIZE, depth=2,
     checkpoint_every=2,
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

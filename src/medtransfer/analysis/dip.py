@@ -24,7 +24,10 @@ member) and every BatchNorm has one channel set per member, so a batch-of-one Ba
 member is exactly the per-channel statistics of the grouped layer. Member ``g`` computes
 what a one-member generator with member ``g``'s parameters computes
 (:meth:`SkipGenerator.member_state_dict`); optimisers that act element-wise (Adam) then
-train each member as if it were alone.
+train each member as if it were alone. How the grouped convolutions run is a choice of
+speed only (``grouped``): one grouped call (the default on CUDA), or one call per member
+(the default elsewhere: the CPU's grouped kernels are slower than separate calls for these
+channel counts, see ``benchmarks/reconstruction.py``).
 """
 
 from __future__ import annotations
@@ -110,6 +113,27 @@ class SkipConfig:
         }
 
 
+class _MemberConv(nn.Conv2d):
+    """A convolution with one group per member, run as one grouped call or as one call per
+    member (``grouped``: True, False, or None for grouped on CUDA only). Same parameters,
+    same function; only the kernels (and so the rounding) differ."""
+
+    grouped: bool | None = None
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        grouped = self.grouped if self.grouped is not None else x.device.type == "cuda"
+        if grouped or self.groups == 1:
+            return super()._conv_forward(x, weight, bias)
+        assert bias is not None
+        parts = zip(
+            x.chunk(self.groups, 1),
+            weight.chunk(self.groups, 0),
+            bias.chunk(self.groups, 0),
+            strict=True,
+        )
+        return torch.cat([F.conv2d(a, w, b, padding=self.padding) for a, w, b in parts], dim=1)
+
+
 class _ConvUnit(nn.Module):
     """``LReLU(BN([AvgPool2](Conv_k(x))))`` for ``members`` generators side by side.
 
@@ -121,7 +145,7 @@ class _ConvUnit(nn.Module):
         self, c_in: int, c_out: int, kernel: int, members: int, slope: float, *, pool: bool = False
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = _MemberConv(
             members * c_in, members * c_out, kernel, padding=(kernel - 1) // 2, groups=members
         )
         self.pool = nn.AvgPool2d(2, 2) if pool else nn.Identity()
@@ -176,10 +200,12 @@ class SkipGenerator(nn.Module):
 
     forward(code: ``(members, in_channels, H, W)``) -> ``(members, out_channels, H, W)``;
     row g of the output depends only on row g of the code and member g's parameters.
-    H and W must be multiples of ``2 ** depth``.
+    H and W must be multiples of ``2 ** depth``. ``grouped``: see :attr:`grouped`.
     """
 
-    def __init__(self, config: SkipConfig | None = None, members: int = 1) -> None:
+    def __init__(
+        self, config: SkipConfig | None = None, members: int = 1, grouped: bool | None = None
+    ) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be at least 1, got {members}")
@@ -187,7 +213,23 @@ class SkipGenerator(nn.Module):
         self.members = members
         self.body = _Scale(self.config, 0, self.config.in_channels, members)
         up0 = self.config.channels_up[0]
-        self.head = nn.Conv2d(members * up0, members * self.config.out_channels, 1, groups=members)
+        self.head = _MemberConv(
+            members * up0, members * self.config.out_channels, 1, groups=members
+        )
+        self.grouped = grouped
+
+    @property
+    def grouped(self) -> bool | None:
+        """How the members' convolutions run: one grouped call (True), one call per member
+        (False), or grouped on CUDA only (None)."""
+        return self._grouped
+
+    @grouped.setter
+    def grouped(self, value: bool | None) -> None:
+        self._grouped = value
+        for module in self.modules():
+            if isinstance(module, _MemberConv):
+                module.grouped = value
 
     def forward(self, code: Tensor) -> Tensor:
         members, channels, height, width = code.shape

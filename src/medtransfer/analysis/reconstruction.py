@@ -25,7 +25,6 @@ resumes, ending with what an uninterrupted run ends with.
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,9 +37,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from medtransfer.analysis.dip import SkipConfig, SkipGenerator, count_parameters
+from medtransfer.checkpoints import read_checkpoint, write_checkpoint
 from medtransfer.compute import autocast, grad_scaler
-from medtransfer.errors import ConfigError, ProtocolError
-from medtransfer.fsutil import atomic_write_bytes, sha256_json
+from medtransfer.errors import ConfigError
+from medtransfer.fsutil import sha256_json
 
 #: Where the ``S x S`` crop is taken from the ``C x C`` generator output.
 CROPS: tuple[str, ...] = ("centre", "top-left")
@@ -71,6 +71,8 @@ class ReconstructionConfig:
     checkpoint_every: int = 250
     curve_every: int = 10
     generator: SkipConfig = field(default_factory=SkipConfig)
+    #: How several generators' convolutions run (speed only, see SkipGenerator.grouped).
+    grouped: bool | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -158,7 +160,7 @@ def seeded_start(config: ReconstructionConfig, members: int) -> tuple[Tensor, Sk
     rng = torch.Generator().manual_seed(config.seed)
     shape = (1, config.generator.in_channels, config.code_size, config.code_size)
     code = torch.rand(shape, generator=rng) * config.code_scale
-    generator = SkipGenerator(config.generator, members)
+    generator = SkipGenerator(config.generator, members, grouped=config.grouped)
     generator.reset_parameters(rng.get_state())
     return code.expand(members, -1, -1, -1).contiguous(), generator
 
@@ -191,30 +193,18 @@ class _State:
 
 def _save(path: Path, parts: dict[str, Any], state: _State, fingerprint: str) -> None:
     payload = {
-        "version": CHECKPOINT_VERSION,
-        "fingerprint": fingerprint,
         "step": state.step,
         "curve_steps": state.curve_steps,
         "curve": state.curve,
         **{name: part.state_dict() for name, part in parts.items()},
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_checkpoint(path, payload, version=CHECKPOINT_VERSION, fingerprint=fingerprint)
 
 
 def _load(path: Path, parts: dict[str, Any], fingerprint: str) -> _State:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ProtocolError(
-            f"The reconstruction checkpoint {path} cannot be read ({err}); delete it to start over."
-        ) from err
-    if payload.get("version") != CHECKPOINT_VERSION or payload.get("fingerprint") != fingerprint:
-        raise ProtocolError(
-            f"The reconstruction checkpoint {path} belongs to another run (other images, "
-            "model or settings); delete its folder to start over."
-        )
+    payload = read_checkpoint(
+        path, version=CHECKPOINT_VERSION, fingerprint=fingerprint, what="reconstruction"
+    )
     for name, part in parts.items():
         part.load_state_dict(payload[name])
     return _State(

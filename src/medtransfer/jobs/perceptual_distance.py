@@ -284,6 +284,34 @@ def _format(metrics: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _params(
+    options: PerceptualOptions, trunks: dict[str, tuple[Path, str]], precision: str
+) -> dict[str, Any]:
+    """The record parameters every group of a run shares."""
+    from medtransfer.analysis.perceptual import LPIPS_VERSION, MS_SSIM_MIN_SIDE
+    from medtransfer.models.lpips_trunks import LPIPS_TRUNKS
+
+    ssim = {
+        "package": "pytorch-msssim",
+        "window": 11,
+        "sigma": 1.5,
+        "data_range": 1.0,
+        "ms_ssim_min_side": MS_SSIM_MIN_SIDE,
+    }
+    files = {
+        net: {"file": LPIPS_TRUNKS[net].filename, "sha256": sha} for net, (_, sha) in trunks.items()
+    }
+    return {
+        "source": "pairs" if options.pairs is not None else "reconstructions",
+        "nets": list(options.nets),
+        "lpips": {"version": LPIPS_VERSION, "trunks": files, "inputs": "[-1, 1] (2x - 1)"},
+        "ssim": ssim if options.ssim else None,
+        "image_size": options.image_size,
+        "preprocessing": "shorter side to image_size (bicubic), centre crop",
+        "precision": precision,
+    }
+
+
 def run_perceptual_distance(roots: Roots, options: PerceptualOptions, run: RunOptions) -> JobResult:
     """Score every pair; write one record per group and the CSV tables.
 
@@ -291,11 +319,10 @@ def run_perceptual_distance(roots: Roots, options: PerceptualOptions, run: RunOp
     device (a distance compared with published values); bf16/fp16 when asked for.
     Returns the result of the last record written; its lines cover every record.
     """
-    from medtransfer import __version__
-    from medtransfer.analysis.perceptual import LPIPS_VERSION, MS_SSIM_MIN_SIDE, build_lpips
+    from medtransfer.analysis.perceptual import build_lpips
     from medtransfer.compute import resolve_device, resolve_precision
     from medtransfer.jobs.common import Outcome, write_outcome
-    from medtransfer.models.lpips_trunks import LPIPS_TRUNKS, fetch_trunks, read_trunk
+    from medtransfer.models.lpips_trunks import fetch_trunks, read_trunk
 
     started = time.perf_counter()
     if (options.pairs is None) == (not options.from_reconstructions):
@@ -317,31 +344,7 @@ def run_perceptual_distance(roots: Roots, options: PerceptualOptions, run: RunOp
     scored = time.perf_counter()
     rows = _score(groups, options, models, run, device, precision)
     seconds = time.perf_counter() - scored
-    params_common = {
-        "source": "pairs" if options.pairs is not None else "reconstructions",
-        "nets": list(options.nets),
-        "lpips": {
-            "version": LPIPS_VERSION,
-            "trunks": {
-                net: {"file": LPIPS_TRUNKS[net].filename, "sha256": sha}
-                for net, (_, sha) in trunks.items()
-            },
-            "inputs": "[-1, 1] (2x - 1)",
-        },
-        "ssim": {
-            "package": "pytorch-msssim",
-            "window": 11,
-            "sigma": 1.5,
-            "data_range": 1.0,
-            "ms_ssim_min_side": MS_SSIM_MIN_SIDE,
-        }
-        if options.ssim
-        else None,
-        "image_size": options.image_size,
-        "preprocessing": "shorter side to image_size (bicubic), centre crop",
-        "precision": precision,
-        "medtransfer": __version__,
-    }
+    params_common = _params(options, trunks, precision)
     cells: dict[str, dict[tuple[str, str], float]] = {metric: {} for metric in TABLES}
     lines: list[str] = []
     results: list[JobResult] = []
