@@ -93,6 +93,7 @@ def test_pairs_scored_as_the_lpips_package_scores_them(
     assert moco["metrics"]["images"] == 2 and moco["metrics"]["ms_ssim"] is None
     params = moco["params"]
     assert params["lpips"]["version"] == "0.1" and params["source"] == "pairs"
+    assert params["metric"] == "lpips_average"
     assert set(params["lpips"]["trunks"]) == {"alex", "vgg", "squeeze"}
 
     tables = roots.results / "perceptual-distance"
@@ -143,6 +144,16 @@ def test_reconstructions_scored_offline_with_ssim_only(
     assert table[0][0] == "model" and "montgomerycxr" in table[0]
     assert [path.name for path in tmp_path.iterdir()] == ["ssim.csv"]
     assert result.lines[-1].startswith("tables")
+
+    # the results table reads both records, each with its main metric
+    from medtransfer.results.collect import read_records
+    from medtransfer.results.table import long_table
+
+    records, _ = read_records(job_roots.results)
+    table = long_table(records)
+    main = table[table["main"]].set_index("record")["metric"]
+    assert main[str(made.record_path)] == "feature_mse"
+    assert main[str(mine[0])] == "ssim"  # --nets none; lpips_average otherwise
 
 
 def _tensors_at(paths: list[Path], size: int) -> torch.Tensor:

@@ -302,6 +302,8 @@ def _params(
         net: {"file": LPIPS_TRUNKS[net].filename, "sha256": sha} for net, (_, sha) in trunks.items()
     }
     return {
+        # the main metric, for results tables: the study's average LPIPS (SSIM without nets)
+        "metric": "lpips_average" if options.nets else "ssim",
         "source": "pairs" if options.pairs is not None else "reconstructions",
         "nets": list(options.nets),
         "lpips": {"version": LPIPS_VERSION, "trunks": files, "inputs": "[-1, 1] (2x - 1)"},

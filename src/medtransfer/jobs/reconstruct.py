@@ -324,6 +324,7 @@ def run_reconstruct(
         "items": list(options.items),
         "layer": options.layer,
         "layer_tapped": layer,
+        "metric": "feature_mse",  # the main metric, for results tables
         "batch_size": run.batch_size,
         "reconstruction": config.describe(),
         "generator_parameters": results[0].parameters,

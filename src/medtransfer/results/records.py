@@ -11,17 +11,26 @@ each other and one configuration's runs sort together in time. The schema is doc
 from __future__ import annotations
 
 import datetime as dt
+import io
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import medtransfer
-from medtransfer.fsutil import atomic_directory, atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.fsutil import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_json,
+)
+from medtransfer.results.sidecar import sidecar_path
 
 SCHEMA_VERSION = 1
 
@@ -121,13 +130,21 @@ def write_record(
     results_root: Path,
     record: Record,
     log_lines: list[str],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    *,
     outputs: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
 
     ``outputs(folder)``, when given, writes the run's output files into ``folder``, which
     becomes :func:`outputs_folder` of the record, complete, before the record is written
-    (so a record never points at missing outputs)."""
+    (so a record never points at missing outputs).
+
+    ``arrays`` (name -> array), when given and not empty, go to the compressed sidecar
+    :func:`sidecar_path`, written before the JSON (a record that exists has its sidecar
+    complete); ``record.extra["arrays"]`` (so the record's ``arrays`` key) is set to the
+    file's name and each array's shape and dtype.
+    """
     folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
@@ -139,6 +156,17 @@ def write_record(
     if outputs is not None:
         with atomic_directory(outputs_folder(path)) as staging:
             outputs(staging)
+    if arrays:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        atomic_write_bytes(sidecar_path(path), buffer.getvalue())
+        record.extra["arrays"] = {
+            "file": sidecar_path(path).name,
+            "contents": {
+                k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                for k, v in arrays.items()
+            },
+        }
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
