@@ -180,17 +180,20 @@ def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
 
 
 def models_info(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.models.archs import ARCHS
     from medtransfer.models.catalog import get_model_spec
     from medtransfer.models.converted import converted_provenance
     from medtransfer.models.weights import weight_source
 
     spec = get_model_spec(args.name)
+    arch = ARCHS.get(spec.arch)
     fields = [
         ("name", spec.name),
         ("aliases", ", ".join(spec.aliases) or "-"),
         ("description", spec.description),
         ("architecture", spec.arch),
         ("feature dim", spec.feature_dim),
+        ("named layers", ", ".join(arch.layers) if arch else "-"),
         ("method", spec.method),
         ("pretraining data", spec.pretraining_data),
         ("input normalisation", spec.normalization),

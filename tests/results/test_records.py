@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medtransfer.results.records import SCHEMA_VERSION, Record, environment_info, write_record
+import pytest
+
+from medtransfer.results.records import (
+    SCHEMA_VERSION,
+    Record,
+    environment_info,
+    outputs_folder,
+    write_record,
+)
 
 
 def _record(**overrides) -> Record:
@@ -55,6 +63,30 @@ def test_repeated_runs_never_overwrite(tmp_path: Path) -> None:
     a = write_record(tmp_path, record, [])
     b = write_record(tmp_path, record, [])
     assert a != b and a.exists() and b.exists()
+
+
+def test_output_files_are_complete_before_the_record_appears(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def outputs(folder: Path) -> None:
+        (folder / "a").mkdir()
+        (folder / "a" / "picture.png").write_bytes(b"png")
+        seen.append(any(tmp_path.rglob("*.json")))
+
+    path = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert seen == [False]
+    assert outputs_folder(path) == path.with_suffix("")
+    assert (outputs_folder(path) / "a" / "picture.png").read_bytes() == b"png"
+    again = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert outputs_folder(again) != outputs_folder(path)
+
+    def broken(folder: Path) -> None:
+        (folder / "half.png").write_bytes(b"p")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_record(tmp_path / "other", _record(), [], outputs=broken)
+    assert not [p for p in (tmp_path / "other").rglob("*") if p.is_file()]
 
 
 def test_config_hash_ignores_outputs() -> None:

@@ -1,7 +1,8 @@
 """Run records: one self-describing JSON file per run, plus a log for people.
 
 Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
-``<run_id>.log`` beside it. ``run_id`` is the UTC start time plus the first 8 hex digits
+``<run_id>.log`` beside it, and a job's output files (images, arrays) in the folder
+``<run_id>/`` (:func:`outputs_folder`). ``run_id`` is the UTC start time plus the first 8 hex digits
 of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
 each other and one configuration's runs sort together in time. The schema is documented in
 ``docs/records.md``; bump :data:`SCHEMA_VERSION` on any incompatible change.
@@ -13,7 +14,7 @@ import datetime as dt
 import io
 import platform
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ import numpy as np
 import torch
 
 import medtransfer
-from medtransfer.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.fsutil import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_json,
+)
 from medtransfer.results.sidecar import sidecar_path
 
 SCHEMA_VERSION = 1
@@ -114,13 +121,24 @@ class Record:
         }
 
 
+def outputs_folder(record_path: Path) -> Path:
+    """The folder of a record's output files: its path without ``.json``."""
+    return Path(record_path).with_suffix("")
+
+
 def write_record(
     results_root: Path,
     record: Record,
     log_lines: list[str],
     arrays: Mapping[str, np.ndarray] | None = None,
+    *,
+    outputs: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
+
+    ``outputs(folder)``, when given, writes the run's output files into ``folder``, which
+    becomes :func:`outputs_folder` of the record, complete, before the record is written
+    (so a record never points at missing outputs).
 
     ``arrays`` (name -> array), when given and not empty, go to the compressed sidecar
     :func:`sidecar_path`, written before the JSON (a record that exists has its sidecar
@@ -132,9 +150,12 @@ def write_record(
     run_id = f"{stamp}-{record.config_hash()[:8]}"
     path = folder / f"{run_id}.json"
     counter = 1
-    while path.exists():
+    while path.exists() or outputs_folder(path).exists():
         counter += 1
         path = folder / f"{run_id}-{counter}.json"
+    if outputs is not None:
+        with atomic_directory(outputs_folder(path)) as staging:
+            outputs(staging)
     if arrays:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
