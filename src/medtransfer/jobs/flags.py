@@ -64,6 +64,24 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+def or_original(kind: type[int] | type[float]) -> Parser:
+    """A parser of ``kind`` numbers that also takes the word ``original`` (a value the job
+    resolves from what the original study did, docs/original-study.md#presets)."""
+
+    def parse(text: str, flag: str) -> int | float | str:
+        if text.strip().lower() == "original":
+            return "original"
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"{flag} takes {'an integer' if kind is int else 'a number'} or 'original', "
+                f"got {text!r}."
+            ) from None
+
+    return parse
+
+
 def image_size_option(default: int = 224) -> Any:
     """``-i/--image-size``: the crop size every image-reading job takes."""
     return option(default, "crop size", flags=("-i", "--image-size"))
