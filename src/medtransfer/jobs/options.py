@@ -147,7 +147,12 @@ class DataOptions:
 class ModelOptions:
     """Which backbone, with which weights and input handling."""
 
-    model: str = option(help="catalog model (see `models list`)", flags=("-m", "--model"))
+    model: str = option(
+        help="catalog model (see `models list`); repeat -m or give a comma list to run several "
+        "(one table at the end)",
+        flags=("-m", "--model"),
+        many=True,
+    )
     weights: Path | None = option(
         None, "a torchvision-format state dict to load into the model's architecture"
     )
