@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from medtransfer.errors import ProtocolError
 from medtransfer.protocols.linear import linear_evaluation
@@ -93,7 +94,7 @@ def test_todays_scikit_learn_lands_far_outside_that_envelope(name: str) -> None:
     settings, one weight vector for two classes) stops the same fits elsewhere, by far
     more than rounding moves them."""
     data = _arrays(name)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")
         today, _ = fit_sklearn_path(data["X_train"], data["y_train"], CS, binary="multinomial")
     emulated, envelope = _gaps(name, fit_legacy_path(data["X_train"], data["y_train"], CS))

@@ -189,6 +189,7 @@ def run_linear(
         "chosen_C": result.chosen_C,
         "val_curve": [list(point) for point in result.val_curve],
         "n_iter": list(result.n_iter),
+        "converged": list(result.converged),
         "unconverged_fits": result.unconverged,
         "solver_timings": result.timings,
         "sizes": sizes,

@@ -42,12 +42,14 @@ today's scikit-learn lands far outside it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
 
 from medtransfer.errors import ProtocolError
 from medtransfer.protocols.logreg import LogRegModel
@@ -57,6 +59,9 @@ from medtransfer.protocols.logreg import LogRegModel
 LEGACY_FTOL = 1e7 * np.finfo(float).eps
 #: scipy's default number of line-search steps, which scikit-learn < 1.4 did not override.
 LEGACY_MAXLS = 20
+#: Below this many feature values (N * D) the fits run on one BLAS thread: the optimiser's
+#: own vector operations are tiny, and on a busy machine threading them cost 30x.
+SINGLE_THREAD_BELOW = 1 << 22
 
 
 def _objective(w: np.ndarray, X: np.ndarray, Y: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
@@ -141,23 +146,41 @@ def fit_legacy_path(
     Y = np.eye(len(classes))[codes]
     params = _start(init, classes, X.shape[1])
     models = []
-    for C in Cs:
-        start = time.perf_counter()
-        result = optimize.minimize(
-            _objective,
-            params.ravel(),
-            args=(X, Y, 1.0 / float(C)),
-            method="L-BFGS-B",
-            jac=True,
-            options={"maxiter": max_iter, "gtol": tol, "ftol": LEGACY_FTOL, "maxls": LEGACY_MAXLS},
-        )
-        params = result.x.reshape(len(classes), -1)
-        n_iter = min(int(result.nit), max_iter)
-        stop = "tol" if result.status == 0 else "max_iter" if n_iter >= max_iter else "warning"
-        models.append(_model(params, classes, float(C), n_iter, stop, result, start))
-        if len(classes) == 2:  # the estimator kept only w1 and restarts from [-w1, w1]
-            params = np.stack([-params[1], params[1]])
+    small = X.size < SINGLE_THREAD_BELOW
+    with threadpool_limits(limits=1) if small else contextlib.nullcontext():
+        for C in Cs:
+            params = _fit_one(X, Y, classes, float(C), params, models, max_iter, tol)
     return models
+
+
+def _fit_one(
+    X: np.ndarray,
+    Y: np.ndarray,
+    classes: np.ndarray,
+    C: float,
+    params: np.ndarray,
+    models: list[LogRegModel],
+    max_iter: int,
+    tol: float,
+) -> np.ndarray:
+    """Fit at ``C`` from ``params`` (K, D + 1), append the model to ``models``, and return
+    where the next fit starts (the old estimator's warm start)."""
+    start = time.perf_counter()
+    result = optimize.minimize(
+        _objective,
+        params.ravel(),
+        args=(X, Y, 1.0 / float(C)),
+        method="L-BFGS-B",
+        jac=True,
+        options={"maxiter": max_iter, "gtol": tol, "ftol": LEGACY_FTOL, "maxls": LEGACY_MAXLS},
+    )
+    params = result.x.reshape(len(classes), -1)
+    n_iter = min(int(result.nit), max_iter)
+    stop = "tol" if result.status == 0 else "max_iter" if n_iter >= max_iter else "warning"
+    models.append(_model(params, classes, float(C), n_iter, stop, result, start))
+    if len(classes) == 2:  # the estimator kept only w1 and restarts from [-w1, w1]
+        return np.stack([-params[1], params[1]])
+    return params
 
 
 def _model(
