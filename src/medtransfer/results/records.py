@@ -30,7 +30,7 @@ SCHEMA_VERSION = 1
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "x"
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name).strip("_") or "x"
 
 
 def run_label(
