@@ -163,3 +163,18 @@ def test_a_weights_file_is_filed_under_its_label_with_its_path_and_hash(
     assert tuned.record_path.parent.parent.name == "random_r18@ckpt"
     named = ModelOptions("random_r18", weights=weights, label="mine")
     assert run_knn(job_roots, SHENZHEN, named, options, RUN).record_path.parts[-3] == "mine"
+
+
+def test_ichallenge_runs_say_whose_row_order_the_original_split_follows(tmp_path: Path) -> None:
+    from medtransfer.data.catalog import get_dataset_spec
+    from medtransfer.jobs.policies import row_order_policy
+
+    spec = get_dataset_spec("ichallenge_amd")
+    assert "amd_labels.csv (the original's custom CSV) is absent" in row_order_policy(
+        spec, tmp_path
+    )
+    (tmp_path / "amd_labels.csv").write_text("image,label\n")
+    assert (
+        row_order_policy(spec, tmp_path) == "the order of amd_labels.csv, as the original read it"
+    )
+    assert row_order_policy(get_dataset_spec("bach"), tmp_path) is None

@@ -177,6 +177,9 @@ def run_policies(
         out["labels"] = labels
     if "orientation" in params:
         out["slices"] = policies.orientation_policy(params["orientation"])
+    rows = policies.row_order_policy(spec, job.manifest.root)
+    if rows:
+        out["rows"] = rows
     out.update(own)
     if pixels is not None:
         out["pixels"] = policies.pixels_policy(pixels, str(pixels.get("folder", "")))

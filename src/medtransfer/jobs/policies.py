@@ -9,8 +9,11 @@ imports no torch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medtransfer.data.sources.ichallenge_amd import AMD_CSV
+from medtransfer.data.sources.ichallenge_pm import PM_CSV
 from medtransfer.data.spec import DatasetSpec
 
 _UNCERTAIN = {
@@ -77,6 +80,24 @@ def pixels_policy(pixels: dict[str, Any], folder: str = "") -> str:
     return (
         f"pre-resized copies (`datasets prepare`, shorter side {pixels['size']} px){where}, "
         "NOT the original files; --no-prepared reads the originals"
+    )
+
+
+#: The custom CSVs whose row order the original's split followed
+#: (docs/original-study.md#dataset-ichallenge-amd, #dataset-ichallenge-pm).
+ORDER_FILES = {"ichallenge_amd": AMD_CSV, "ichallenge_pm": PM_CSV}
+
+
+def row_order_policy(spec: DatasetSpec, root: Path) -> str | None:
+    """Whose row order the original split of an iChallenge set follows; None elsewhere."""
+    name = ORDER_FILES.get(spec.name)
+    if name is None:
+        return None
+    if (root / name).is_file():
+        return f"the order of {name}, as the original read it"
+    return (
+        f"sorted file names: {name} (the original's custom CSV) is absent, so --split-policy "
+        "original applies the original's rule to other rows than the original's"
     )
 
 

@@ -60,7 +60,7 @@ LEGACY_FTOL = 1e7 * np.finfo(float).eps
 #: scipy's default number of line-search steps, which scikit-learn < 1.4 did not override.
 LEGACY_MAXLS = 20
 #: Below this many feature values (N * D) the fits run on one BLAS thread: the optimiser's
-#: own vector operations are tiny, and on a busy machine threading them cost 30x.
+#: own vector operations are tiny, and threads only add synchronisation to them.
 SINGLE_THREAD_BELOW = 1 << 22
 
 
