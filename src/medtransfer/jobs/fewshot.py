@@ -17,7 +17,7 @@ from medtransfer.errors import ProtocolError
 from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.flags import image_size_option, int_list, option, or_original
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import ORIGINAL, few_shot_n_way, pool_rows, resolve_data
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, few_shot_n_way, pool_rows, resolve_data
 
 if TYPE_CHECKING:
     import numpy as np
@@ -184,19 +184,17 @@ JOB = Job(
     __doc__,
     presets={
         "original": {
+            **EVERY_RUN,
             "split_policy": "original",
             "pool": ORIGINAL,
             "n_way": ORIGINAL,
             "n_support": 20,
             "n_query": 15,
             "iter_num": 600,
-            "image_size": 224,
             "uncertain": ORIGINAL,
             "pm_positive": "P",
             "stoic_orientation": "original",
             "norm": ORIGINAL,
-            "use_prepared": False,
-            "precision": "fp32",
         }
     },
 )

@@ -28,7 +28,7 @@ from medtransfer.jobs.flags import (
     or_original,
 )
 from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
-from medtransfer.jobs.original import ORIGINAL, resolve_data
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, resolve_data
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.metrics import AUC, AUC_SOURCES
 
@@ -324,16 +324,15 @@ def check_finetune_data(manifest: Manifest, options: FinetuneOptions, metric: st
     """Refuse, before any image is read, what the manifest alone shows cannot run: fewer
     than two classes with training images, an empty test split, no validation split for
     early stopping or the search, auc on a task that is not binary."""
-    train = set(manifest.labels[manifest.rows("train")].tolist())
+    import numpy as np
+
+    from medtransfer.jobs.checks import require_classes, require_test_rows
+
+    train = manifest.rows("train")
     if not options.early_stopping:
-        train |= set(manifest.labels[manifest.rows("val")].tolist())
-    if len(train) < 2:
-        raise ProtocolError(
-            f"{manifest.dataset}: fine-tuning needs training images of two classes or more; "
-            f"the training split has {len(train)}."
-        )
-    if len(manifest.rows("test")) == 0:
-        raise ProtocolError(f"{manifest.dataset}: the test split is empty.")
+        train = np.concatenate([train, manifest.rows("val")])
+    require_classes(manifest, train, "fine-tuning", "the training split")
+    require_test_rows(manifest)
     if (options.early_stopping or options.search) and len(manifest.rows("val")) == 0:
         what = "--early-stopping" if options.early_stopping else "--search"
         raise ProtocolError(
@@ -353,6 +352,7 @@ JOB = Job(
     __doc__,
     presets={
         "original": {
+            **EVERY_RUN,
             "split_policy": "original",
             "uncertain": ORIGINAL,
             "norm": ORIGINAL,
@@ -360,9 +360,6 @@ JOB = Job(
             "restore_best": False,
             "auc_from": "labels",
             "lr": ORIGINAL,
-            "use_prepared": False,
-            "precision": "fp32",
-            "image_size": 224,
         }
     },
 )

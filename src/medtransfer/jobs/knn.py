@@ -18,9 +18,10 @@ import numpy as np
 from medtransfer.config import Roots
 from medtransfer.errors import ProtocolError
 from medtransfer.jobs.base import Headline, Job, JobResult
+from medtransfer.jobs.checks import require_classes, require_test_rows
 from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import ORIGINAL, resolve_data
+from medtransfer.jobs.original import LINEAR_FEATURES, resolve_data
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
@@ -57,10 +58,8 @@ def knn_plan(manifest: Manifest, ks: tuple[int, ...]) -> tuple[np.ndarray, np.nd
             f"Every --k ({','.join(map(str, ks))}) is above the {len(bank)} voting rows "
             f"(train and val) of {manifest.dataset}; use k <= {len(bank)}."
         )
-    if len(np.unique(manifest.labels[bank])) < 2:
-        raise ProtocolError(f"{manifest.dataset}: the voting rows hold fewer than two classes.")
-    if len(test) == 0:
-        raise ProtocolError(f"{manifest.dataset}: the test split is empty.")
+    require_classes(manifest, bank, "kNN", "the voting rows (train and val)")
+    require_test_rows(manifest)
     return bank, test, kept
 
 
@@ -145,16 +144,6 @@ JOB = Job(
     "knn",
     run_knn,
     __doc__,
-    presets={
-        # no kNN in the original: the original linear probe's data, labels and features
-        "original": {
-            "split_policy": "original",
-            "no_norm": True,
-            "norm": ORIGINAL,
-            "uncertain": ORIGINAL,
-            "image_size": 224,
-            "use_prepared": False,
-            "precision": "fp32",
-        }
-    },
+    # no kNN in the original: the original linear probe's data, labels and features
+    presets={"original": dict(LINEAR_FEATURES)},
 )

@@ -18,9 +18,10 @@ import numpy as np
 from medtransfer.config import Roots
 from medtransfer.errors import ProtocolError
 from medtransfer.jobs.base import Headline, Job, JobResult
+from medtransfer.jobs.checks import require_classes, require_test_rows
 from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import ORIGINAL, resolve_data
+from medtransfer.jobs.original import LINEAR_FEATURES, resolve_data
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
@@ -66,14 +67,8 @@ def check_linear_data(manifest: Manifest, options: LinearOptions) -> None:
         raise ProtocolError(
             "The C search needs a validation split; use --val-fraction > 0 or fix --C."
         )
-    classes = np.unique(manifest.labels[manifest.rows("train")])
-    if len(classes) < 2:
-        raise ProtocolError(
-            f"{manifest.dataset}: logistic regression needs training images of two classes or "
-            f"more; the train split has {len(classes)}."
-        )
-    if len(manifest.rows("test")) == 0:
-        raise ProtocolError(f"{manifest.dataset}: the test split is empty.")
+    require_classes(manifest, manifest.rows("train"), "logistic regression", "the train split")
+    require_test_rows(manifest)
 
 
 def _evaluate(
@@ -213,17 +208,5 @@ JOB = Job(
     "linear",
     run_linear,
     __doc__,
-    presets={
-        "original": {
-            "split_policy": "original",
-            "solver": "sklearn-legacy",
-            "grid_size": 45,
-            "no_norm": True,
-            "norm": ORIGINAL,
-            "uncertain": ORIGINAL,
-            "image_size": 224,
-            "use_prepared": False,
-            "precision": "fp32",
-        }
-    },
+    presets={"original": {**LINEAR_FEATURES, "solver": "sklearn-legacy", "grid_size": 45}},
 )

@@ -61,6 +61,20 @@ UNCERTAIN: dict[str, str] = {
     "finetune-auc": "positive",
 }
 
+#: What every preset sets: the original read its image files (no pre-resized copies),
+#: computed in float32, at 224 px.
+EVERY_RUN: dict[str, object] = {"use_prepared": False, "precision": "fp32", "image_size": 224}
+
+#: The original linear probe's data, labels and features: the linear preset's, and the kNN
+#: preset's in full (the original had no kNN; its numbers then sit beside the linear ones).
+LINEAR_FEATURES: dict[str, object] = {
+    **EVERY_RUN,
+    "split_policy": "original",
+    "no_norm": True,
+    "norm": ORIGINAL,
+    "uncertain": ORIGINAL,
+}
+
 #: Protocols whose runner lines passed ``--no-norm`` to every model, and the models that got
 #: it in the other protocols (docs/original-study.md#normalisation).
 NO_NORM_PROTOCOLS: tuple[str, ...] = ("linear", "knn")
