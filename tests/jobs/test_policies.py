@@ -178,3 +178,17 @@ def test_ichallenge_runs_say_whose_row_order_the_original_split_follows(tmp_path
         row_order_policy(spec, tmp_path) == "the order of amd_labels.csv, as the original read it"
     )
     assert row_order_policy(get_dataset_spec("bach"), tmp_path) is None
+
+
+def test_datasets_check_names_the_label_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["datasets", "synth", "-d", "chexpert", "--out", str(tmp_path / "data")]
+    assert main([*args, "--per-class", "3", "--size", "16"]) == 0
+    roots = ["--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")]
+    check = ["datasets", "check", "-d", "chexpert", "--no-progress"]
+    capsys.readouterr()
+    main([*roots, *check, "--uncertain", "negative"])
+    assert "labels: uncertain (-1) findings count as negative" in capsys.readouterr().out
+    assert main([*roots, *check, "--uncertain", "original"]) == 2
+    assert "--uncertain original means what the original's protocol did" in capsys.readouterr().err

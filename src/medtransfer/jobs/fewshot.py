@@ -167,11 +167,12 @@ def run_few_shot(
         "interval": "the ± is 1.96 std / sqrt(episodes): episode resampling only, not the "
         "choice of images or patients",
     }
-    headline = Headline(
-        "accuracy",
-        float(metrics["accuracy"]),
-        f"± {float(per_seed[0]['accuracy_ci95']):.2f} (95%, episodes)" if len(seeds) == 1 else "",
-    )
+    if len(seeds) == 1:
+        interval = f"± {float(per_seed[0]['accuracy_ci95']):.2f} (95%, episodes)"
+    else:
+        spread = metrics["accuracy_spread"]
+        interval = f"± {spread['std']:.2f} (std over {spread['n']} episode seeds)"  # type: ignore[index]
+    headline = Headline("accuracy", float(metrics["accuracy"]), interval)  # type: ignore[arg-type]
     outcome = Outcome(
         "few-shot", params, seeds[0], metrics, lines, extra, log_only, policies, (headline,)
     )
