@@ -34,12 +34,14 @@ def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
     return 0
 
 
-def _open_data(roots: Roots, args: argparse.Namespace) -> JobData:
+def _open_data(
+    roots: Roots, args: argparse.Namespace, *, keep_empty_classes: bool = False
+) -> JobData:
     """The dataset and manifest the data flags of ``args`` name."""
     from medtransfer.jobs.flags import from_args
     from medtransfer.jobs.options import DataOptions
 
-    return from_args(DataOptions, args).open(roots)
+    return from_args(DataOptions, args).open(roots, keep_empty_classes=keep_empty_classes)
 
 
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
@@ -47,7 +49,7 @@ def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.manifest import split_counts
     from medtransfer.jobs.policies import label_policy, orientation_policy
 
-    data = _open_data(roots, args)
+    data = _open_data(roots, args, keep_empty_classes=True)
     manifest = data.manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
@@ -56,6 +58,8 @@ def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
         print(f"labels: {labels}")
     if "orientation" in manifest.params:
         print(f"slices: {orientation_policy(manifest.params['orientation'])}")
+    for line in _source_notes(manifest.params):
+        print(line)
     print(split_counts(manifest).to_string())
     problems = check_manifest(manifest, workers=args.workers, progress=not args.no_progress)
     if not problems:
@@ -85,14 +89,43 @@ def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_notes(params: dict[str, object]) -> list[str]:
+    """What the data itself decided (a ``csv:`` file's class_name and split columns)."""
+    lines = []
+    if "class_names_from" in params:
+        lines.append(f"class names: from {params['class_names_from']}")
+    if "split_from" in params:
+        lines.append(f"split: as given by {params['split_from']} (--split-policy not applied)")
+    if params.get("dropped_classes"):
+        lines.append(f"left out (no image): {', '.join(map(str, params['dropped_classes']))}")
+    return lines
+
+
 def datasets_export(roots: Roots, args: argparse.Namespace) -> int:
+    import os
+
+    from medtransfer.data.images import load_image
     from medtransfer.fsutil import atomic_write_text
 
-    manifest = _open_data(roots, args).manifest
-    atomic_write_text(args.out, manifest.table.to_csv(index=False))
-    counts = manifest.table["split"].value_counts()
+    data = _open_data(roots, args)
+    manifest = data.manifest
+    out = args.out.expanduser().resolve()
+    table = manifest.table.copy()
+    # relative to the CSV's own folder, which is how `csv:FILE` reads paths back
+    table["path"] = [os.path.relpath(manifest.root / p, out.parent) for p in table["path"]]
+    atomic_write_text(out, table.to_csv(index=False))
+    counts = table["split"].value_counts()
     summary = ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
-    print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {args.out}")
+    print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {out}")
+    print(
+        "Paths are relative to the CSV's folder. Read it back with --dataset csv:"
+        f"{out}: its class_name and split columns are kept."
+    )
+    if data.spec.load is not load_image:
+        print(
+            f"Note: {manifest.dataset}'s items need its own reader ({data.spec.load.__name__}), "
+            "so the CSV records the split; `csv:` cannot decode them."
+        )
     return 0
 
 

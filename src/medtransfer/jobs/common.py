@@ -150,9 +150,11 @@ def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
 class Outcome:
     """A finished protocol run as its record holds it: the ``protocol``, the ``params`` and
     ``seed`` that define the run, its ``metrics``, the result ``lines`` for people, ``extra``
-    record keys, ``log_only`` lines (the log holds them before ``lines``), the protocol's
-    own ``policies`` (name -> sentence, e.g. ``resize``, ``pool``; the shared ones are
-    added by :func:`write_job_record`) and its ``headlines``."""
+    record keys, ``log_only`` lines (the log holds them before ``lines``), ``arrays`` (name
+    -> array) for the record's ``.npz`` sidecar: what a paired comparison of two records
+    needs (per-episode accuracies, per-test-row scores with their row ids), the protocol's
+    own ``policies`` (name -> sentence, e.g. ``resize``, ``pool``; the shared ones are added
+    by :func:`write_job_record`) and its ``headlines``."""
 
     protocol: str
     params: dict[str, Any]
@@ -161,6 +163,7 @@ class Outcome:
     lines: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
     log_only: list[str] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)
     policies: dict[str, str] = field(default_factory=dict)
     headlines: tuple[Headline, ...] = ()
 
@@ -228,7 +231,7 @@ def write_job_record(
     )
     noted = policies.notes(in_force)
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *noted, *outcome.lines)]
-    path = write_record(roots.results, record, log)
+    path = write_record(roots.results, record, log, outcome.arrays)
     return JobResult(
         path,
         record.to_json(),

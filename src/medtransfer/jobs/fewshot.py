@@ -109,6 +109,7 @@ def run_few_shot(
     from medtransfer.jobs.policies import resize_policy
     from medtransfer.protocols.fewshot import episode_accuracies, sample_episodes, summarize
     from medtransfer.protocols.stats import format_spread, mean_over_seeds
+    from medtransfer.results.sidecar import episode_arrays, episodes_digest
 
     model_label(model)  # a bad --label fails before the data is read
     opened = resolve_data(data, "few-shot").open(roots)
@@ -121,6 +122,7 @@ def run_few_shot(
     seeds = list(options.seeds) if options.seeds else [options.seed]
     per_seed: list[dict[str, Any]] = []
     lines = []
+    paired: list[tuple[Any, str]] = []  # per seed: episode accuracies, episodes digest
     shape = {"n_way": n_way, "n_support": options.n_support, "n_query": options.n_query}
     for seed in seeds:
         episodes = sample_episodes(
@@ -132,6 +134,9 @@ def run_few_shot(
         )
         accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
         summary = summarize(accuracies)
+        paired.append(
+            (accuracies, episodes_digest(episodes.classes, episodes.support, episodes.query))
+        )
         lines.append((f"[seed {seed}] " if len(seeds) > 1 else "") + summary.line())
         per_seed.append(
             {
@@ -173,9 +178,11 @@ def run_few_shot(
         spread = metrics["accuracy_spread"]
         interval = f"± {spread['std']:.2f} (std over {spread['n']} episode seeds)"  # type: ignore[index]
     headline = Headline("accuracy", float(metrics["accuracy"]), interval)  # type: ignore[arg-type]
+    arrays = episode_arrays(seeds, *zip(*paired, strict=True))
     outcome = Outcome(
-        "few-shot", params, seeds[0], metrics, lines, extra, log_only, policies, (headline,)
-    )
+        "few-shot", params, seeds[0], metrics, lines, extra, log_only, arrays,
+        policies=policies, headlines=(headline,),
+    )  # fmt: skip
     return write_feature_record(roots, job, model, outcome)
 
 

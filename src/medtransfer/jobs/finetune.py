@@ -62,10 +62,7 @@ class FinetuneOptions:
     )
     wd: float = option(_RECIPE.wd, "weight decay")
     early_stopping: bool = option(
-        _RECIPE.early_stopping,
-        "train on train, validate every --eval-every steps, stop after --patience checks "
-        "without improvement",
-        flags=("-e", "--early-stopping"),
+        _RECIPE.early_stopping, "stop on val, test best weights", flags=("-e", "--early-stopping")
     )
     search: bool = option(
         False, "the original's lr/wd grid search on val", flags=("-s", "--search")

@@ -81,6 +81,7 @@ def run_knn(
     from medtransfer.protocols.knn import knn_votes
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, metrics_with_interval
+    from medtransfer.results.sidecar import row_arrays
 
     model_label(model)  # a bad --label fails before the data is read
     opened = resolve_data(data, "knn").open(roots)
@@ -134,9 +135,14 @@ def run_knn(
             f"k={','.join(map(str, dropped))} dropped: above the {len(bank)} voting rows, "
             "where every row votes"
         )
-    outcome = Outcome(
-        "knn", params, options.seed, metrics, lines, extra, [], policies, tuple(headlines)
+    n_classes = len(job.manifest.class_names)
+    arrays = row_arrays(
+        test, labels[test], [v.scores for v in votes], [v.k for v in votes], n_classes
     )
+    outcome = Outcome(
+        "knn", params, options.seed, metrics, lines, extra, arrays=arrays, policies=policies,
+        headlines=tuple(headlines),
+    )  # fmt: skip
     return write_feature_record(roots, job, model, outcome)
 
 

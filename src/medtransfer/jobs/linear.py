@@ -132,6 +132,7 @@ def run_linear(
     from medtransfer.jobs.policies import resize_policy
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, format_spread, mean_over_seeds
+    from medtransfer.results.sidecar import row_arrays
 
     seeds: list[int | None] = list(options.seeds) if options.seeds else [None]
     model_label(model)  # a bad --label fails before the data is read
@@ -198,9 +199,19 @@ def run_linear(
     headline = Headline(
         job.metric, float(metrics[name]), format_interval(metrics, name).strip(" ()")
     )
-    outcome = Outcome(
-        "linear", params, options.seed, metrics, lines, extra, curve, policies, (headline,)
+    test = job.manifest.select("test")
+    arrays = row_arrays(
+        test,
+        job.features.labels[test],
+        [r.test_probabilities for r, _, _ in runs],
+        [-1 if seed is None else seed for seed in seeds],
+        len(job.manifest.class_names),
+        [r.classes for r, _, _ in runs],
     )
+    outcome = Outcome(
+        "linear", params, options.seed, metrics, lines, extra, curve, arrays,
+        policies=policies, headlines=(headline,),
+    )  # fmt: skip
     return write_feature_record(roots, job, model, outcome)
 
 

@@ -76,7 +76,7 @@ class DataOptions:
     )
     split_policy: str = option(
         "patient",
-        "patient: no patient on both sides (default); original: the study's exact split",
+        "patient: no patient on both sides of a cut; original: the study's exact split",
         choices=SPLIT_POLICIES,
     )
     split_seed: int = option(0, "seed of the patient split")
@@ -102,6 +102,11 @@ class DataOptions:
         "the manifest and feature keys",
         choices=ORIENTATIONS,
     )
+    drop_empty_classes: bool = option(
+        False,
+        "leave out classes that have no image (recorded); without it an empty class is an "
+        "error naming its folder",
+    )
 
     @property
     def labels(self) -> LabelOptions:
@@ -113,10 +118,18 @@ class DataOptions:
         return LabelOptions(uncertain=self.uncertain, pm_positive=self.pm_positive)
 
     def manifest(
-        self, dataset: ResolvedDataset, cache_root: Path, *, val_seed: int | None = None
+        self,
+        dataset: ResolvedDataset,
+        cache_root: Path,
+        *,
+        val_seed: int | None = None,
+        keep_empty_classes: bool = False,
     ) -> Manifest:
         """The manifest of the resolved ``dataset`` under these policies (a copy is kept in
-        the cache); ``val_seed`` re-draws the validation hold-out only."""
+        the cache); ``val_seed`` re-draws the validation hold-out only. An empty class is an
+        error, unless ``--drop-empty-classes`` leaves it out or ``keep_empty_classes``
+        keeps it without rows (``datasets check`` reports it)."""
+        empty = "drop" if self.drop_empty_classes else "keep" if keep_empty_classes else "error"
         return load_manifest(
             dataset,
             cache_root,
@@ -125,18 +138,23 @@ class DataOptions:
             val_fraction=self.val_fraction,
             labels=self.labels,
             val_seed=val_seed,
+            empty_classes=empty,
             orientation=self.stoic_orientation,
         )
 
-    def open(self, roots: Roots, *, val_seed: int | None = None) -> JobData:
-        """Resolve the dataset (once) and build its manifest (shared inside
-        :func:`sharing_data`)."""
-        key = (self, roots, val_seed)
+    def open(
+        self, roots: Roots, *, val_seed: int | None = None, keep_empty_classes: bool = False
+    ) -> JobData:
+        """Resolve the dataset (once) and build its manifest (see :meth:`manifest`; shared
+        inside :func:`sharing_data`)."""
+        key = (self, roots, val_seed, keep_empty_classes)
         if _SHARED is not None and key in _SHARED:
             return _SHARED[key]
         start = time.perf_counter()
         resolved = resolve_dataset(self.dataset, roots.data, roots.cache)
-        manifest = self.manifest(resolved, roots.cache, val_seed=val_seed)
+        manifest = self.manifest(
+            resolved, roots.cache, val_seed=val_seed, keep_empty_classes=keep_empty_classes
+        )
         opened = JobData(resolved, manifest, time.perf_counter() - start)
         if _SHARED is not None:
             _SHARED[key] = opened
@@ -154,7 +172,9 @@ class ModelOptions:
         many=True,
     )
     weights: Path | None = option(
-        None, "a torchvision-format state dict to load into the model's architecture"
+        None,
+        "a torchvision-format state dict to load into the model's architecture "
+        "(default: the catalog's weights)",
     )
     label: str | None = option(
         None,
