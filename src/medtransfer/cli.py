@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         """Write pre-resized copies into the cache (decode large images once).
 
         Decode every image once and keep a copy whose shorter side is --size pixels
-        (lossless PNG) in the cache. Extraction then reads the copy whenever its size covers
-        the resize it needs (`--no-prepared` turns this off). The data root is never written
-        to.""",
+        (lossless PNG) in the cache. Feature extraction then reads the copy whenever its size
+        covers the resize it needs, and the run says so (`--no-prepared` turns this off);
+        fine-tuning reads it only when it is large enough for its random crops (915 px for
+        224-px crops). The data root is never written to.""",
     )
     add_flags(prepare, DataOptions)
     _add_option(prepare, "--size", type=int, default=256, help="shorter side in pixels")

@@ -10,6 +10,7 @@ from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
+    from medtransfer.jobs.base import JobResult
     from medtransfer.jobs.options import JobData
 
 
@@ -46,10 +47,17 @@ def _open_data(
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.check import check_manifest
     from medtransfer.data.manifest import split_counts
+    from medtransfer.jobs.policies import label_policy, orientation_policy
 
-    manifest = _open_data(roots, args, keep_empty_classes=True).manifest
+    data = _open_data(roots, args, keep_empty_classes=True)
+    manifest = data.manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
+    labels = label_policy(data.spec, manifest.params.get("label_policy") or {})
+    if labels:
+        print(f"labels: {labels}")
+    if "orientation" in manifest.params:
+        print(f"slices: {orientation_policy(manifest.params['orientation'])}")
     for line in _source_notes(manifest.params):
         print(line)
     print(split_counts(manifest).to_string())
@@ -253,19 +261,43 @@ def models_convert(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_result(result: JobResult) -> None:
+    """A finished job as people read it: where the features came from, the policies in
+    force, the result lines, the record."""
+    if result.extracted is not None:
+        source = "extracted now" if result.extracted else "read from the feature store"
+        print(f"features: {source}")
+    for line in (*result.notes, *result.lines):
+        print(line)
+    print(f"record: {result.record_path}")
+
+
 def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
-    """Run the registered job ``name`` with the options in ``args``; print its result."""
+    """Run the registered job ``name`` with the options in ``args``; print its result.
+
+    Several models (``-m a -m b`` or ``-m a,b``) run one after the other on the dataset
+    resolved once (:func:`medtransfer.jobs.multi.run_models`), each printed as it ends, then
+    one table; the exit status is 2 if any model failed."""
     from medtransfer.jobs.flags import given_values
+    from medtransfer.jobs.multi import ModelRun, run_models, split_models, summary_table
     from medtransfer.jobs.registry import get_job
 
     job = get_job(name)
     given = {k: v for options in job.options for k, v in given_values(options, args).items()}
     preset = given.pop("preset", "none")
-    result = job.run(roots, *job.resolve(given, preset))
-    if result.extracted is not None:
-        source = "extracted now" if result.extracted else "read from the feature store"
-        print(f"features: {source}")
-    for line in result.lines:
-        print(line)
-    print(f"record: {result.record_path}")
-    return 0
+    models = split_models(given.pop("model"))
+    if len(models) == 1:
+        _print_result(job.run(roots, *job.resolve({**given, "model": models[0]}, preset)))
+        return 0
+
+    def show(run: ModelRun) -> None:
+        print(f"== {run.model} ==")
+        if run.result is None:
+            print(f"medtransfer: error: {run.error}")
+        else:
+            _print_result(run.result)
+        print()
+
+    runs = run_models(job, roots, given, models, preset, on_result=show)
+    print(summary_table(runs))
+    return 2 if any(run.result is None for run in runs) else 0

@@ -100,6 +100,41 @@ def test_user_dataset_names_are_safe_folder_names(tmp_path: Path) -> None:
     assert ":" not in path.parent.name
 
 
+def test_the_folder_is_the_label_so_other_weights_never_share_it(tmp_path: Path) -> None:
+    from medtransfer.results.records import record_folder
+
+    baseline = _record()
+    tuned = _record(
+        label="random_r18@ckpt", weights_file={"path": "/w/ckpt.pt", "sha256": "c" * 64}
+    )
+    assert record_folder(tmp_path, baseline) == tmp_path / "few-shot" / "random_r18" / "shenzhencxr"
+    assert (
+        record_folder(tmp_path, tuned) == tmp_path / "few-shot" / "random_r18@ckpt" / "shenzhencxr"
+    )
+    data = json.loads(write_record(tmp_path, tuned, []).read_text())
+    assert data["label"] == "random_r18@ckpt" and data["weights_file"]["sha256"] == "c" * 64
+    assert baseline.config_hash() != tuned.config_hash()  # the label is part of the run
+
+
+def test_run_labels_keep_catalog_folders_for_the_catalogs_own_weights() -> None:
+    import pytest
+
+    from medtransfer.errors import ConfigError
+    from medtransfer.results.records import run_label
+
+    catalog = ("random_r18", "supervised_r18", "supervised")
+    ckpt = Path("/runs/finetuned.pt")
+    assert run_label("random_r18", None, None, catalog) == "random_r18"
+    assert run_label("random_r18", None, ckpt, catalog) == "random_r18@finetuned"
+    assert run_label("random_r18", "my-run", ckpt, catalog) == "my-run"
+    assert run_label("supervised_r18", "supervised_r18", None, catalog) == "supervised_r18"
+    for label, weights in (("random_r18", ckpt), ("Supervised", None), ("supervised_r18", ckpt)):
+        with pytest.raises(ConfigError, match="names a catalog model"):
+            run_label("random_r18", label, weights, catalog)
+    with pytest.raises(ConfigError, match="must not be empty"):
+        run_label("random_r18", " ", None, catalog)
+
+
 def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
     import numpy as np
 

@@ -7,8 +7,8 @@ found by dataset name (``data/synth/writers.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -34,7 +34,10 @@ class DatasetSpec:
     ``check_original(root)`` raises when the original's split cannot be made from the data
     at ``root`` (CheXpert's literal cut needs more than 134,049 rows);
     ``download(folder, progress)`` fetches the dataset into ``folder`` (a cache folder) for
-    datasets that can be downloaded without a login; ``source_url`` says where to get it.
+    datasets that can be downloaded without a login; ``source_url`` says where to get it;
+    ``orientations`` names the item decoders of a dataset that can be shown more than one
+    way (STOIC: ``radiological``, the default and first, and ``original``, the original's
+    transposed slice), picked by ``--stoic-orientation``.
     """
 
     name: str
@@ -52,6 +55,7 @@ class DatasetSpec:
     download: Callable[[Path, bool], Path] | None = None
     source_url: str = ""
     description: str = ""
+    orientations: Mapping[str, Callable[[Path], Image.Image]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,7 @@ def run_reconstruct(
     opened = data.open(roots)
     manifest = opened.manifest
     chosen = _choose(manifest, options)
-    job = load_model(roots, opened, model, run)
+    job = load_model(roots, opened, model, run, protocol="reconstruction")
     backbone = job.backbone.requires_grad_(False).to(job.device)
     layer = resolve_layer(backbone.spec.arch, options.layer)
     precision = resolve_precision(run.precision, job.device)

@@ -16,7 +16,8 @@ Fixed (docs/original-study.md#defect-e18, #defect-e23):
 
 * the best validation state is a *copy*, and it is restored before testing
   (``restore_best=True``; ``False`` tests the last weights, as the original in effect did);
-* AUC comes from softmax probabilities, never from hard predictions;
+* AUC comes from softmax probabilities (``auc_from="labels"`` reproduces the original's
+  hard-label AUC, which is balanced accuracy);
 * every random draw comes from a seeded generator (see ``finetune_data``), and a run writes
   resumable checkpoints: a run killed and restarted ends with the same weights as one
   that was never interrupted (bitwise on the CPU).
@@ -116,10 +117,12 @@ class FinetuneResult:
     test_labels: np.ndarray | None = field(default=None, repr=False)
     test_probs: np.ndarray | None = field(default=None, repr=False)
 
+    auc_from: str = "probabilities"
+
     @property
     def value(self) -> float:
         """The test value of the dataset metric."""
-        return self.metrics[metric_key(self.metric)]
+        return self.metrics[metric_key(self.metric, self.auc_from)]
 
 
 @dataclass
@@ -229,7 +232,7 @@ def validation_metric(
 ) -> float:
     """The dataset metric of ``model`` on the validation ``split`` (percent)."""
     labels, probs = evaluate(model, split, transform, config, device)
-    return metric_from_scores(labels, probs, config.metric)
+    return metric_from_scores(labels, probs, config.metric, auc_from=config.auc_from)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -463,7 +466,7 @@ def finetune(
         tested = "best"
     transform = data.eval_transform(config.image_size)
     labels, probs = evaluate(model, data.test, transform, config, device)
-    metrics = classification_metrics(labels, probs, config.metric)
+    metrics = classification_metrics(labels, probs, config.metric, auc_from=config.auc_from)
     weights = _cpu_copy(model)
     weights_path = None
     if checkpoint_dir is not None:
@@ -494,6 +497,7 @@ def finetune(
         weights_path=weights_path,
         test_labels=labels,
         test_probs=probs,
+        auc_from=config.auc_from,
     )
 
 
