@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medtransfer.compute import autocast, is_cuda
 from medtransfer.data.images import load_image
@@ -37,6 +36,7 @@ from medtransfer.data.prepare import PixelSource, original_pixels
 from medtransfer.data.transforms import ImageFiles, Preprocessing
 from medtransfer.errors import MedTransferError
 from medtransfer.fsutil import atomic_directory, atomic_write_json, sha256_json
+from medtransfer.progress import progress as progress_display
 
 STORE_VERSION = 1
 
@@ -121,7 +121,7 @@ def extract(
     with (
         torch.inference_mode(),
         autocast(device, precision),
-        tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar,
+        progress_display(len(paths), description, "img", enabled=progress) as bar,
     ):
         try:
             for images in loader:
