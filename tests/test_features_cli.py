@@ -139,3 +139,25 @@ def test_bad_part_flags_are_named(data_root: Path, capsys: pytest.CaptureFixture
     args = ["--data-root", str(data_root), "features", "extract", *FLAGS, "--part", "4/3"]
     assert main(args) == 2
     assert "part 4/3 does not exist" in capsys.readouterr().err
+
+
+def test_a_preset_applies_the_protocols_settings_that_the_features_commands_have(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from medtransfer.errors import ConfigError
+    from medtransfer.jobs import registry
+    from medtransfer.jobs.base import Job
+    from medtransfer.jobs.features import resolve_options
+
+    settings = {"precision": "fp32", "image_size": 256, "use_prepared": False, "solver": "sklearn"}
+    job = Job("linear", registry.get_job("linear").run, None, presets={"original": settings})
+    monkeypatch.setattr(registry, "get_job", lambda name: job)
+    given = {"dataset": "shenzhencxr", "model": "random_r18", "image_size": 128}
+    data, model, features, run = resolve_options(given, "original")
+    assert data.dataset == "shenzhencxr" and model.model == "random_r18"
+    assert features.image_size == 128  # what the user gave wins
+    assert run.precision == "fp32" and run.use_prepared is False and run.preset == "original"
+    assert run.preset_settings == {"precision": "fp32", "use_prepared": False}
+    monkeypatch.setattr(registry, "get_job", lambda name: Job("linear", job.run, None))
+    with pytest.raises(ConfigError, match="linear has no preset 'original'; it offers: none"):
+        resolve_options(given, "original")
