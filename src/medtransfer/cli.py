@@ -19,6 +19,7 @@ from medtransfer.jobs.base import Job, split_doc
 from medtransfer.jobs.flags import add_flags
 from medtransfer.jobs.options import DataOptions, RunOptions
 from medtransfer.jobs.registry import JOBS
+from medtransfer.results.commands import COMMANDS, add_command
 
 
 def _add_roots(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
@@ -204,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for job in JOBS:
         _add_job(commands, job)
+    for command in COMMANDS:  # results, compare, plot, report
+        _add_roots(add_command(commands, command), top_level=False)
 
     demo = commands.add_parser(
         "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
@@ -234,6 +237,13 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return run_job(_roots(args), args.command, args)
 
 
+def _cmd_read(args: argparse.Namespace) -> int:
+    from medtransfer.results.commands import build_options, get_command
+
+    command = get_command(args.command)
+    return command.run(_roots(args), build_options(command, args))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medtransfer.demo import run_demo
 
@@ -245,6 +255,7 @@ HANDLERS = {
     "models": _cmd_action,
     "features": _cmd_action,
     **{job.name: _cmd_job for job in JOBS},
+    **{command.name: _cmd_read for command in COMMANDS},
     "demo": _cmd_demo,
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 from medtransfer.config import Roots
 from medtransfer.data.demo_sets import DEMO_SET_DESCRIPTION, build_modality_patches
@@ -104,4 +105,26 @@ def run_demo(roots: Roots, args: argparse.Namespace) -> int:
     )
     print(f"\nRecords: {roots.results / 'few-shot'}")
     print(f"Demo data: {demo_dir}   ({time.perf_counter() - started:.0f} s)")
+    print(f"Report: {_demo_report(roots, [s[2] for s in sets])}")
     return 0
+
+
+def _demo_report(roots: Roots, datasets: list[str]) -> Path:
+    """Write the HTML report of the demo's records (the newest run of each demo model on
+    each demo set) and return its path."""
+    from medtransfer.results.collect import newest_per_config, read_records
+    from medtransfer.results.report import write_report
+
+    records, _ = read_records(roots.results)
+    mine = [
+        r
+        for r in newest_per_config(records)
+        if r.data["protocol"] == "few-shot"
+        and r.data["model"] in DEMO_MODELS
+        and r.data["dataset"] in datasets
+    ]
+    notes = (
+        "the demo's data are toys: patches of a few real images labelled by modality, and a "
+        "synthetic tree with a planted signal; nothing here is a clinical benchmark",
+    )
+    return write_report(mine, roots.results / "demo-report.html", notes=notes)

@@ -66,3 +66,25 @@ def test_user_dataset_names_are_safe_folder_names(tmp_path: Path) -> None:
     path = write_record(tmp_path, _record(dataset="csv:/data/x/labels.csv"), [])
     assert path.is_relative_to(tmp_path)
     assert ":" not in path.parent.name
+
+
+def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
+    import numpy as np
+
+    from medtransfer.results.sidecar import load_sidecar, sidecar_path
+
+    arrays = {"episode_accuracy": np.full((1, 4), 0.5, dtype=np.float32)}
+    path = write_record(tmp_path, _record(), [], arrays)
+    data = json.loads(path.read_text())
+    assert data["arrays"] == {
+        "file": sidecar_path(path).name,
+        "contents": {"episode_accuracy": {"shape": [1, 4], "dtype": "float32"}},
+    }
+    loaded = load_sidecar(path)
+    assert loaded is not None and np.array_equal(
+        loaded["episode_accuracy"], arrays["episode_accuracy"]
+    )
+    plain = write_record(tmp_path, _record(seed=1), [])
+    assert "arrays" not in json.loads(plain.read_text()) and load_sidecar(plain) is None
+    sidecar_path(plain).write_bytes(b"not a zip")
+    assert load_sidecar(plain) is None  # a damaged sidecar reads as none

@@ -173,7 +173,9 @@ def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
 class Outcome:
     """A finished protocol run as its record holds it: the ``protocol``, the ``params`` and
     ``seed`` that define the run, its ``metrics``, the result ``lines`` for people, ``extra``
-    record keys, and ``log_only`` lines (the log holds them before ``lines``)."""
+    record keys, ``log_only`` lines (the log holds them before ``lines``), and ``arrays``
+    (name -> array) for the record's ``.npz`` sidecar: what a paired comparison of two
+    records needs (per-episode accuracies, per-test-row scores with their row ids)."""
 
     protocol: str
     params: dict[str, Any]
@@ -182,6 +184,7 @@ class Outcome:
     lines: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
     log_only: list[str] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 def write_job_record(
@@ -210,7 +213,7 @@ def write_job_record(
         extra=extra,
     )
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *outcome.lines)]
-    path = write_record(roots.results, record, log)
+    path = write_record(roots.results, record, log, outcome.arrays)
     return JobResult(path, record.to_json(), outcome.metrics, list(outcome.lines), extracted)
 
 

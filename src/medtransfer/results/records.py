@@ -10,16 +10,20 @@ each other and one configuration's runs sort together in time. The schema is doc
 from __future__ import annotations
 
 import datetime as dt
+import io
 import platform
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import medtransfer
-from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.results.sidecar import sidecar_path
 
 SCHEMA_VERSION = 1
 
@@ -110,8 +114,19 @@ class Record:
         }
 
 
-def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Path:
-    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path."""
+def write_record(
+    results_root: Path,
+    record: Record,
+    log_lines: list[str],
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
+
+    ``arrays`` (name -> array), when given and not empty, go to the compressed sidecar
+    :func:`sidecar_path`, written before the JSON (a record that exists has its sidecar
+    complete); ``record.extra["arrays"]`` (so the record's ``arrays`` key) is set to the
+    file's name and each array's shape and dtype.
+    """
     folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
@@ -120,6 +135,17 @@ def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Pa
     while path.exists():
         counter += 1
         path = folder / f"{run_id}-{counter}.json"
+    if arrays:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        atomic_write_bytes(sidecar_path(path), buffer.getvalue())
+        record.extra["arrays"] = {
+            "file": sidecar_path(path).name,
+            "contents": {
+                k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                for k, v in arrays.items()
+            },
+        }
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
