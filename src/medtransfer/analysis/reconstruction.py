@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from medtransfer.analysis.dip import SkipConfig, SkipGenerator, count_parameters
 from medtransfer.checkpoints import read_checkpoint, write_checkpoint
 from medtransfer.compute import autocast, grad_scaler
 from medtransfer.errors import ConfigError
 from medtransfer.fsutil import sha256_json
+from medtransfer.progress import progress as progress_display
 
 #: Where the ``S x S`` crop is taken from the ``C x C`` generator output.
 CROPS: tuple[str, ...] = ("centre", "top-left")
@@ -265,12 +265,8 @@ def reconstruct(
     def image_of(gen_out: Tensor) -> Tensor:
         return crop(gen_out, size, config.crop)
 
-    with tqdm(
-        total=config.steps,
-        initial=state.step,
-        desc="reconstruct",
-        unit="step",
-        disable=not progress,
+    with progress_display(
+        config.steps, "reconstruct", "step", initial=state.step, enabled=progress
     ) as bar:
         while state.step < config.steps:
             step = state.step + 1

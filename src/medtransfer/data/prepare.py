@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medtransfer.data.images import load_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.errors import ConfigError
 from medtransfer.fsutil import atomic_write_json, sha256_json
+from medtransfer.progress import progress as progress_display
 
 INDEX = "index.json"
 CHECKPOINT_EVERY = 2000
@@ -139,7 +139,7 @@ def prepare(
 
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(todo), desc=f"preparing {size}px", unit="img", disable=not progress) as bar,
+        progress_display(len(todo), f"preparing {size}px", "img", enabled=progress) as bar,
     ):
         for count, (item, stat) in enumerate(pool.map(work, todo), start=1):
             done[item] = stat

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medtransfer.compute import resolve_device, resolve_precision
 from medtransfer.config import Roots
@@ -31,6 +31,11 @@ def model_label(model: ModelOptions) -> str:
     name = model.model if is_external(model.model) else get_model_spec(model.model).name
     reserved = [alias for spec in list_models() for alias in (spec.name, *spec.aliases)]
     return run_label(name, model.label, model.weights, reserved)
+
+
+if TYPE_CHECKING:
+    from medtransfer.features.layout import Part
+    from medtransfer.features.store import PartResult, StoreStatus
 
 
 @dataclass
@@ -94,6 +99,32 @@ def load_model(
     )
 
 
+def _store_arguments(
+    roots: Roots, job: ModelJob, preprocessing: Preprocessing, run: RunOptions
+) -> tuple[str, dict[str, Any]]:
+    """(effective precision, the feature store's arguments after the backbone, manifest and
+    preprocessing) for ``job``: one place decides the store folder, the pixels and the key's
+    ingredients, so a protocol run and ``features extract`` name the same store."""
+    data = job.data
+    precision = resolve_precision(run.precision, job.device)
+    pixels = None
+    if run.use_prepared:
+        pixels = prepared_pixels(data.manifest, roots.cache, data.key, preprocessing.resize_side())
+    arguments = {
+        "store_root": roots.cache / "features" / job.backbone.spec.name / data.key,
+        "weights_sha256": job.backbone.weights_sha256,
+        "normalization": job.backbone.normalization,
+        "arch": job.backbone.spec.arch,
+        "device": job.device,
+        "batch_size": run.batch_size,
+        "workers": run.workers,
+        "progress": run.progress,
+        "pixels": pixels,
+        "precision": precision,
+    }
+    return precision, arguments
+
+
 def prepare_features(
     roots: Roots,
     data: JobData,
@@ -108,30 +139,60 @@ def prepare_features(
     Pre-resized copies (``datasets prepare``) are read when ``run.use_prepared`` and one
     covers the resize; the record and the printed policies then say so."""
     job = load_model(roots, data, model, run, protocol=protocol)
-    precision = resolve_precision(run.precision, job.device)
-    store_root = roots.cache / "features" / job.backbone.spec.name / data.key
-    pixels = None
-    if run.use_prepared:
-        pixels = prepared_pixels(data.manifest, roots.cache, data.key, preprocessing.resize_side())
-    features = get_features(
-        job.backbone,
-        data.manifest,
-        preprocessing,
-        store_root,
-        weights_sha256=job.backbone.weights_sha256,
-        normalization=job.backbone.normalization,
-        arch=job.backbone.spec.arch,
-        device=job.device,
-        batch_size=run.batch_size,
-        workers=run.workers,
-        progress=run.progress,
-        pixels=pixels,
-        precision=precision,
-    )
+    precision, arguments = _store_arguments(roots, job, preprocessing, run)
+    features = get_features(job.backbone, data.manifest, preprocessing, **arguments)
     job.timings["extraction_s"] = features.seconds
     return FeatureJob(
         **vars(job), preprocessing=preprocessing, features=features, precision=precision
     )
+
+
+def extract_feature_part(
+    roots: Roots,
+    data: JobData,
+    model: ModelOptions,
+    preprocessing: Preprocessing,
+    run: RunOptions,
+    part: Part,
+    *,
+    protocol: str,
+) -> PartResult:
+    """Extract ``part`` of the store :func:`prepare_features` reads with the same arguments
+    for ``protocol`` (:func:`medtransfer.features.store.extract_part`)."""
+    from medtransfer.features.store import extract_part
+
+    job = load_model(roots, data, model, run, protocol=protocol)
+    _, arguments = _store_arguments(roots, job, preprocessing, run)
+    root = arguments.pop("store_root")
+    return extract_part(job.backbone, data.manifest, preprocessing, root, part, **arguments)
+
+
+def feature_store_status(
+    roots: Roots,
+    data: JobData,
+    model: ModelOptions,
+    preprocessing: Preprocessing,
+    run: RunOptions,
+    *,
+    protocol: str,
+) -> StoreStatus:
+    """Where the store :func:`prepare_features` reads with the same arguments for
+    ``protocol`` stands (loads the backbone for its weights' hash; runs no forward pass)."""
+    from medtransfer.data.prepare import original_pixels
+    from medtransfer.features.store import feature_key, store_status
+
+    job = load_model(roots, data, model, run, protocol=protocol)
+    _, arguments = _store_arguments(roots, job, preprocessing, run)
+    key = feature_key(
+        arguments["weights_sha256"],
+        arguments["normalization"],
+        arguments["arch"],
+        data.manifest,
+        preprocessing,
+        arguments["pixels"] or original_pixels(data.manifest),
+        arguments["precision"],
+    )
+    return store_status(arguments["store_root"], key)
 
 
 def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
@@ -309,6 +370,7 @@ def write_feature_record(
     extra = {
         "feature_key": job.features.key,
         "features_extracted": job.features.computed,
+        "features_rows_reused": job.features.rows_reused,
         "class_names": list(job.manifest.class_names),
         **outcome.extra,
     }

@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from medtransfer.checkpoints import read_checkpoint, save_tensors, write_checkpoint
 from medtransfer.compute import autocast, grad_scaler, is_cuda
 from medtransfer.errors import ConfigError, ProtocolError
 from medtransfer.fsutil import sha256_json
+from medtransfer.progress import progress as progress_display
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.finetune_data import (
     BatchOrder,
@@ -365,12 +365,8 @@ def _train(
     model.train()
     with (
         closing(batches),
-        tqdm(
-            total=config.steps,
-            initial=state.step,
-            desc="fine-tune",
-            unit="step",
-            disable=not progress,
+        progress_display(
+            config.steps, "fine-tune", "step", initial=state.step, enabled=progress
         ) as bar,
     ):
         for step, images, labels in batches:
