@@ -172,23 +172,6 @@ def measure(
     }
 
 
-def gpu_check_rows(device: str = "auto") -> list[dict[str, Any]]:
-    """Rows for a GPU check script: the vectorised scores against the per-pair loop on a
-    small case (D = 512, 4 images × 64 views), with the speed-up and agreement."""
-    device = resolve_device(device)
-    result = measure(1000, 4, 64, 512, device)
-    return [
-        {
-            "check": "invariance: vectorised scores vs per-pair loop (D 512, 256 pairs)",
-            "device": device,
-            "speedup": result["ratio_exact"],
-            "max_abs_diff": result["diff_exact_similarity"],
-            "ok": result["diff_exact_similarity"] <= 1e-6
-            and result["diff_vector_distance"] <= 1e-6,
-        }
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048)

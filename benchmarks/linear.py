@@ -25,7 +25,11 @@ fit set is ``n_train`` x ``dim`` (3200 x 2048, 5 classes by default; ``--large``
 100,000 x 2048); val and test have ``n_train / 4`` rows each. Prints each solver's wall
 time, the speed ratio, the chosen Cs and test accuracies.
 
+``--device cuda`` runs the torch solvers on a GPU (scikit-learn stays on the CPU);
+``--solvers`` picks some of them (``sklearn``, ``parity``, ``default``).
+
     python benchmarks/linear.py [--large] [--threads N] [--repeats R] [--skip-pipeline]
+                                [--device cpu|cuda] [--solvers sklearn,parity,default]
 """
 
 from __future__ import annotations
@@ -114,10 +118,11 @@ def solver_benchmark(
     repeats: int = 1,
     threads: int | None = None,
     solvers: Sequence[str] = tuple(SOLVERS),
+    device: str = "cpu",
 ) -> dict[str, tuple[float, LinearResult]]:
     """Run the linear protocol with each solver ``repeats`` times (interleaved, so machine
-    load hits all alike) under ``threads`` CPU threads for torch and BLAS (None: as set).
-    Returns ``{solver name: (best wall seconds, result)}``."""
+    load hits all alike) under ``threads`` CPU threads for torch and BLAS (None: as set);
+    the torch solvers on ``device``. Returns ``{solver name: (best wall seconds, result)}``."""
     best: dict[str, tuple[float, LinearResult]] = {}
     before = torch.get_num_threads()
     if threads is not None:
@@ -126,8 +131,13 @@ def solver_benchmark(
         with threadpool_limits(limits=threads):
             for _ in range(repeats):
                 for name in solvers:
+                    settings = dict(SOLVERS[name])
+                    if settings["solver"] == "torch":
+                        settings["device"] = device
                     start = time.perf_counter()
-                    result = linear_evaluation(*split.arrays(), Cs=C_GRID, **SOLVERS[name])
+                    result = linear_evaluation(*split.arrays(), Cs=C_GRID, **settings)
+                    if device.startswith("cuda"):
+                        torch.cuda.synchronize(device)
                     seconds = time.perf_counter() - start
                     if name not in best or seconds < best[name][0]:
                         best[name] = (seconds, result)
@@ -237,7 +247,20 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=150, help="(a)/(b): images per class")
     parser.add_argument("--image-size", type=int, default=112, help="(a)/(b): crop size")
     parser.add_argument("--model", default="random_r50", help="(a)/(b): backbone")
+    parser.add_argument("--device", default="cpu", help="(c): device of the torch solvers")
+    parser.add_argument(
+        "--solvers", default="sklearn,parity,default", help="(c): which solvers, comma-separated"
+    )
     args = parser.parse_args()
+    short = {
+        "sklearn": "sklearn (original)",
+        "parity": "torch (parity)",
+        "default": "torch (default)",
+    }
+    try:
+        solvers = [short[name.strip()] for name in args.solvers.split(",") if name.strip()]
+    except KeyError as exc:
+        parser.error(f"--solvers: unknown {exc}; choose from {', '.join(short)}")
     if not args.skip_pipeline:
         for line in pipeline_benchmark(args.per_class, args.image_size, args.model):
             print(line)
@@ -247,9 +270,14 @@ def main() -> None:
     start = time.perf_counter()
     split = make_split(n_train, args.dim, args.classes, seed=args.seed)
     made = time.perf_counter() - start
-    best = solver_benchmark(split, repeats=args.repeats, threads=args.threads)
+    best = solver_benchmark(
+        split, repeats=args.repeats, threads=args.threads, solvers=solvers, device=args.device
+    )
     threads = args.threads or torch.get_num_threads()
-    print(f"machine: {platform.processor() or platform.machine()}, {threads} threads")
+    machine = platform.processor() or platform.machine()
+    if args.device.startswith("cuda"):
+        machine += f", torch solvers on {torch.cuda.get_device_name(args.device)}"
+    print(f"machine: {machine}, {threads} threads")
     print(
         f"data: fit {n_train} x {args.dim}, val {len(split.y_val)}, test {len(split.y_test)}, "
         f"{args.classes} classes, float32 (generated in {made:.1f} s); grid of {len(C_GRID)} C"

@@ -35,7 +35,7 @@ from PIL import Image
 
 from medtransfer.analysis.batchnorm import batchnorm_statistics
 from medtransfer.analysis.saliency import attentive_diffusion, occlusion_scores, saliency_map
-from medtransfer.compute import resolve_device
+from medtransfer.compute import autocast, resolve_device
 from medtransfer.config import resolve_roots
 from medtransfer.data.synth.primitives import chest_radiograph
 from medtransfer.data.transforms import Preprocessing
@@ -88,6 +88,19 @@ def measure(
     rgb = Image.fromarray((picture * 255).astype(np.uint8)).convert("RGB")
     pixels = Preprocessing(image_size, resize="shorter")(rgb)
     trunk = backbone.trunk.to(device).eval()
+    with autocast(device, "fp32"):  # true float32 on a GPU (no TF32) for both, as the job
+        return _compare(trunk, backbone, pixels, image_size, patch, batch_size, device)
+
+
+def _compare(
+    trunk: torch.nn.Module,
+    backbone: torch.nn.Module,
+    pixels: torch.Tensor,
+    image_size: int,
+    patch: int,
+    batch_size: int,
+    device: str,
+) -> dict[str, Any]:
     with torch.inference_mode():
         image = backbone.normalize.to(device)(pixels[None].to(device))[0]
     with torch.inference_mode(), batchnorm_statistics(trunk, "per-sample"):
@@ -111,25 +124,6 @@ def measure(
         "ad_original": attentive_diffusion(theirs),
         "ad_medtransfer": attentive_diffusion(ours),
     }
-
-
-def gpu_check_rows(
-    device: str = "auto", image_size: int = 64, patch: int = 10
-) -> list[dict[str, Any]]:
-    """Rows for a GPU check script: the batched map against the batch-1 loop on a small
-    geometry (ResNet-18; 64-px image and 10-px patch: 3,025 windows), with the speed-up and
-    the agreement. On a CPU pass e.g. ``image_size=33, patch=14`` (400 windows)."""
-    device = resolve_device(device)
-    result = measure("random_r18", image_size, patch, 256, device)
-    return [
-        {
-            "check": f"saliency: batched occlusion vs batch-1 loop ({image_size} px, ResNet-18)",
-            "device": device,
-            "speedup": result["ratio"],
-            "max_abs_diff": result["max_abs_diff"],
-            "ok": result["max_abs_diff"] <= 1e-4,
-        }
-    ]
 
 
 def main() -> None:

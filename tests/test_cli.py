@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medtransfer.cli import main
-from medtransfer.features import store
+from medtransfer.features import extraction
 
 FEW_SHOT = [
     "few-shot",
@@ -57,7 +57,7 @@ def test_few_shot_twice_second_run_does_no_forward_pass(
     def no_forward(*_args, **_kwargs):
         raise AssertionError("the second run must not run the backbone")
 
-    monkeypatch.setattr(store, "extract", no_forward)
+    monkeypatch.setattr(extraction.Forward, "run", no_forward)
     assert main(args) == 0
     second_out = capsys.readouterr().out
     assert "read from the feature store" in second_out

@@ -1,5 +1,5 @@
-"""Command line: ``datasets`` and ``models`` actions, one sub-command per registered job
-(:mod:`medtransfer.jobs.registry`), and the demo.
+"""Command line: ``datasets``, ``models`` and ``features`` actions, one sub-command per
+registered job (:mod:`medtransfer.jobs.registry`), and the demo.
 
 Every sub-command accepts the global root flags (before or after its name). Errors the
 user can fix are printed without a traceback and exit with status 2.
@@ -79,6 +79,41 @@ def _add_job(commands: argparse._SubParsersAction, job: Job) -> None:
     _add_roots(parser, top_level=False)
 
 
+def _add_features(commands: argparse._SubParsersAction) -> None:
+    """``features extract`` and ``features status``: the data, model, feature and compute
+    flags of :mod:`medtransfer.jobs.features` (``--part`` for extract only)."""
+    from medtransfer.jobs.features import OPTION_CLASSES
+
+    features = commands.add_parser(
+        "features", help="extract a feature store ahead of the protocols (in parts), its status"
+    )
+    actions = features.add_subparsers(dest="action", required=True, metavar="ACTION")
+    extract = _add_action(
+        actions,
+        "extract",
+        """Extract the features a protocol reads into the feature store (all, or part I/N).
+
+        Runs the backbone over every image once and keeps the features in the cache, where
+        `linear`, `knn` and `few-shot` (per --for) then read them without a forward pass.
+        With --part I/N, only part I of N of the store's shards is extracted: start N of
+        these (one per worker or array task); the last one to finish completes the store.
+        Interrupted or killed extractions resume; processes that need the same store share
+        the work (docs/features.md).""",
+    )
+    status = _add_action(
+        actions,
+        "status",
+        """Say whether a feature store is complete, partial (which parts, rows done) or absent.
+
+        Takes the same flags as `features extract` and prints the store's state and path;
+        it runs no forward pass (the model is loaded for its weights' hash).""",
+    )
+    for parser, exclude in ((extract, ()), (status, ("part",))):
+        for options in OPTION_CLASSES:
+            add_flags(parser, options, exclude=exclude)
+        _add_roots(parser, top_level=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtransfer",
@@ -116,9 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         """Write pre-resized copies into the cache (decode large images once).
 
         Decode every image once and keep a copy whose shorter side is --size pixels
-        (lossless PNG) in the cache. Extraction then reads the copy whenever its size covers
-        the resize it needs (`--no-prepared` turns this off). The data root is never written
-        to.""",
+        (lossless PNG) in the cache. Feature extraction then reads the copy whenever its size
+        covers the resize it needs, and the run says so (`--no-prepared` turns this off);
+        fine-tuning reads it only when it is large enough for its random crops (915 px for
+        224-px crops). The data root is never written to.""",
     )
     add_flags(prepare, DataOptions)
     _add_option(prepare, "--size", type=int, default=256, help="shorter side in pixels")
@@ -187,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_roots(convert, top_level=False)
 
+    _add_features(commands)
+
     for job in JOBS:
         _add_job(commands, job)
     for command in COMMANDS:  # results, compare, plot, report
@@ -214,7 +252,7 @@ def _roots(args: argparse.Namespace) -> Roots:
 
 
 def _cmd_action(args: argparse.Namespace) -> int:
-    """``datasets ACTION`` and ``models ACTION``: ``commands.<command>_<action>``."""
+    """``datasets``, ``models`` and ``features`` actions: ``commands.<command>_<action>``."""
     from medtransfer import commands
 
     action = getattr(commands, f"{args.command}_{args.action}")
@@ -245,6 +283,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 HANDLERS = {
     "datasets": _cmd_action,
     "models": _cmd_action,
+    "features": _cmd_action,
     **{job.name: _cmd_job for job in JOBS},
     **{command.name: _cmd_read for command in COMMANDS},
     "demo": _cmd_demo,

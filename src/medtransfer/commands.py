@@ -1,16 +1,22 @@
 """The bodies of the command-line sub-commands (parsing lives in :mod:`medtransfer.cli`):
-the ``datasets`` and ``models`` actions, and :func:`run_job` for every registered job."""
+the ``datasets``, ``models`` and ``features`` actions, and :func:`run_job` for every
+registered job."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
-    from medtransfer.jobs.options import JobData
+    from medtransfer.data.transforms import Preprocessing
+    from medtransfer.features.store import StoreStatus
+    from medtransfer.jobs.base import JobResult
+    from medtransfer.jobs.features import FeatureOptions
+    from medtransfer.jobs.options import JobData, ModelOptions, RunOptions
 
 
 def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
@@ -46,10 +52,17 @@ def _open_data(
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.check import check_manifest
     from medtransfer.data.manifest import split_counts
+    from medtransfer.jobs.policies import label_policy, orientation_policy
 
-    manifest = _open_data(roots, args, keep_empty_classes=True).manifest
+    data = _open_data(roots, args, keep_empty_classes=True)
+    manifest = data.manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
+    labels = label_policy(data.spec, manifest.params.get("label_policy") or {})
+    if labels:
+        print(f"labels: {labels}")
+    if "orientation" in manifest.params:
+        print(f"slices: {orientation_policy(manifest.params['orientation'])}")
     for line in _source_notes(manifest.params):
         print(line)
     print(split_counts(manifest).to_string())
@@ -180,17 +193,20 @@ def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
 
 
 def models_info(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.models.archs import ARCHS
     from medtransfer.models.catalog import get_model_spec
     from medtransfer.models.converted import converted_provenance
     from medtransfer.models.weights import weight_source
 
     spec = get_model_spec(args.name)
+    arch = ARCHS.get(spec.arch)
     fields = [
         ("name", spec.name),
         ("aliases", ", ".join(spec.aliases) or "-"),
         ("description", spec.description),
         ("architecture", spec.arch),
         ("feature dim", spec.feature_dim),
+        ("named layers", ", ".join(arch.layers) if arch else "-"),
         ("method", spec.method),
         ("pretraining data", spec.pretraining_data),
         ("input normalisation", spec.normalization),
@@ -250,19 +266,155 @@ def models_convert(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_result(result: JobResult) -> None:
+    """A finished job as people read it: where the features came from, the policies in
+    force, the result lines, the record."""
+    if result.extracted is not None:
+        source = "extracted now" if result.extracted else "read from the feature store"
+        reused = result.record.get("features_rows_reused") or 0
+        if result.extracted and reused:
+            source += f" ({reused:,} rows reused from an earlier, unfinished extraction)"
+        print(f"features: {source}")
+    for line in (*result.notes, *result.lines):
+        print(line)
+    print(f"record: {result.record_path}")
+
+
 def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
-    """Run the registered job ``name`` with the options in ``args``; print its result."""
+    """Run the registered job ``name`` with the options in ``args``; print its result.
+
+    Several models (``-m a -m b`` or ``-m a,b``) run one after the other on the dataset
+    resolved once (:func:`medtransfer.jobs.multi.run_models`), each printed as it ends, then
+    one table; the exit status is 2 if any model failed."""
     from medtransfer.jobs.flags import given_values
+    from medtransfer.jobs.multi import ModelRun, run_models, split_models, summary_table
     from medtransfer.jobs.registry import get_job
 
     job = get_job(name)
     given = {k: v for options in job.options for k, v in given_values(options, args).items()}
     preset = given.pop("preset", "none")
-    result = job.run(roots, *job.resolve(given, preset))
-    if result.extracted is not None:
-        source = "extracted now" if result.extracted else "read from the feature store"
-        print(f"features: {source}")
-    for line in result.lines:
-        print(line)
-    print(f"record: {result.record_path}")
+    models = split_models(given.pop("model"))
+    if len(models) == 1:
+        _print_result(job.run(roots, *job.resolve({**given, "model": models[0]}, preset)))
+        return 0
+
+    def show(run: ModelRun) -> None:
+        print(f"== {run.model} ==")
+        if run.result is None:
+            print(f"medtransfer: error: {run.error}")
+        else:
+            _print_result(run.result)
+        print()
+
+    runs = run_models(job, roots, given, models, preset, on_result=show)
+    print(summary_table(runs))
+    return 2 if any(run.result is None for run in runs) else 0
+
+
+def _feature_request(roots: Roots, args: argparse.Namespace) -> FeatureRequest:
+    """What a ``features`` action asks for: its options (over the ``--for`` protocol's
+    preset when one is given), the opened data and the preprocessing."""
+    from medtransfer.jobs.features import OPTION_CLASSES, protocol_preprocessing, resolve_options
+    from medtransfer.jobs.flags import given_values
+
+    given = {k: v for options in OPTION_CLASSES for k, v in given_values(options, args).items()}
+    preset = given.pop("preset", "none")
+    data, model, features, run = resolve_options(given, preset)
+    opened = data.open(roots)
+    preprocessing = protocol_preprocessing(
+        features.for_protocol, opened.spec, features.image_size, features.resize
+    )
+    return FeatureRequest(model, features, run, opened, preprocessing)
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """The options and opened data of a ``features`` action."""
+
+    model: ModelOptions
+    features: FeatureOptions
+    run: RunOptions
+    opened: JobData
+    preprocessing: Preprocessing
+
+    @property
+    def protocol(self) -> str:
+        """The protocol whose features these are (``--for``)."""
+        return self.features.for_protocol
+
+    def heading(self) -> str:
+        manifest, described = self.opened.manifest, self.preprocessing.describe()
+        return (
+            f"features for {self.features.for_protocol}: {manifest.dataset} "
+            f"({len(manifest):,} images) x {self.model.model}, {described['image_size']} px "
+            f"{described['resize']}"
+        )
+
+
+def _print_store(status: StoreStatus) -> None:
+    print(f"store: {status.describe()}")
+    for worker in status.workers:
+        print(f"  working: {worker.describe()}")
+
+
+def features_extract(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs.common import extract_feature_part, prepare_features
+
+    request = _feature_request(roots, args)
+    print(request.heading())
+    part = request.features.part
+    opened, preprocessing = request.opened, request.preprocessing
+    if part is None:
+        job = prepare_features(
+            roots, opened, request.model, preprocessing, request.run, protocol=request.protocol
+        )
+        found = job.features
+        if found.computed:
+            print(
+                f"extracted now: {found.rows_computed:,} rows in {found.seconds:.1f} s "
+                f"({found.rows_reused:,} reused from an earlier, unfinished extraction), "
+                f"precision {job.precision}"
+            )
+        else:
+            print("already in the feature store: nothing to extract")
+        n_rows, dim = found.features.shape
+        print(f"store: complete: {n_rows:,} rows x {dim} features in {found.path}")
+        return 0
+    result = extract_feature_part(
+        roots, opened, request.model, preprocessing, request.run, part, protocol=request.protocol
+    )
+    if result.shards:
+        span = f"shards {result.shards[0]}-{result.shards[-1]} ({result.rows:,} rows)"
+    else:
+        span = "nothing left" if result.complete else "no shard (more parts than shards)"
+    print(
+        f"part {result.part}: {span}: {result.rows_computed:,} extracted now, "
+        f"{result.rows_reused:,} already there, {result.seconds:.1f} s"
+    )
+    _print_store(result.status)
+    if result.merged:
+        print(f"part {result.part} was the last to finish and completed the store.")
+    elif not result.complete:
+        print(
+            "The store is completed by whichever part finishes last (or by `features "
+            "extract` without --part); protocols extract what is missing themselves."
+        )
+    return 0
+
+
+def features_status(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.jobs.common import feature_store_status
+
+    request = _feature_request(roots, args)
+    print(request.heading())
+    status = feature_store_status(
+        roots,
+        request.opened,
+        request.model,
+        request.preprocessing,
+        request.run,
+        protocol=request.protocol,
+    )
+    print(f"key: {status.key}")
+    _print_store(status)
     return 0

@@ -12,18 +12,16 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medtransfer import __version__
 from medtransfer.config import ENV_OFFLINE, is_offline
 from medtransfer.errors import DownloadError
 from medtransfer.fsutil import atomic_write_text, sha256_file
+from medtransfer.progress import progress as progress_display
 
 CHUNK_SIZE = 1 << 16
 USER_AGENT = f"medtransfer/{__version__}"
@@ -149,15 +147,14 @@ def _transfer_once(url: str, part: Path, *, progress: bool, timeout: float, labe
         received = 0
         with (
             open(part, mode) as handle,
-            tqdm(
-                total=total,
+            progress_display(
+                total,
+                label,
+                "B",
                 initial=start,
-                unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
-                desc=label,
-                file=sys.stderr,
-                disable=not progress,
+                enabled=progress,
                 leave=False,
             ) as bar,
         ):
@@ -213,7 +210,7 @@ def fetch(
         dest: where the file lives locally; its parent folder is created.
         sha256: the full hex sha256 the file must have.
         sha256_prefix: the leading hex characters of its sha256 (used when ``sha256`` is None).
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (a bar on a terminal, plain lines otherwise).
         timeout: socket timeout in seconds for each request.
         retries: how many times a broken or failed transfer is retried (each resumes).
         retry_delay: seconds to wait before the first retry; doubled for each later one.

@@ -13,21 +13,8 @@ from medtransfer.data.manifest import build_manifest
 from medtransfer.data.synth.primitives import SynthOptions
 from medtransfer.data.synth.writers import synthesize
 from medtransfer.data.transforms import Preprocessing
-from medtransfer.features import store
 from medtransfer.features.store import get_features
-
-
-class CountingNet(torch.nn.Module):
-    """Mean colour per channel and a BatchNorm that must stay in eval mode; counts images."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bn = torch.nn.BatchNorm1d(3)
-        self.seen = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen += len(x)
-        return self.bn(x.mean(dim=(2, 3)))
+from tests.support.features import CountingNet
 
 
 @pytest.fixture
@@ -96,30 +83,16 @@ def test_key_changes_with_preprocessing_and_replaced_file(manifest, tmp_path: Pa
     assert c.key != a.key and c.computed
 
 
-def test_interrupted_extraction_resumes_and_never_reads_complete(
-    manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_extract = store.extract
-    calls = {"n": 0}
-
-    def failing_extract(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_extract(*args, **kwargs)
-
-    monkeypatch.setattr(store, "extract", failing_extract)
-    net = CountingNet()
+def test_interrupted_extraction_resumes_and_never_reads_complete(manifest, tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
-        _get(net, manifest, tmp_path / "store", shard_rows=4)
+        _get(CountingNet(stop_after=4), manifest, tmp_path / "store", shard_rows=4, batch_size=4)
     complete = [p for p in (tmp_path / "store").iterdir() if (p / "meta.json").exists()]
     assert complete == []
-    assert net.seen == 4  # one shard of 4 finished and saved
-    monkeypatch.setattr(store, "extract", real_extract)
-    resumed = _get(net, manifest, tmp_path / "store", shard_rows=4)
-    assert net.seen == 10  # only the 6 missing images were run
-    fresh = _get(CountingNet(), manifest, tmp_path / "other", shard_rows=4)
-    assert np.allclose(np.asarray(resumed.features), np.asarray(fresh.features))
+    net = CountingNet()
+    resumed = _get(net, manifest, tmp_path / "store", batch_size=4)
+    assert net.seen == 6 and resumed.rows_reused == 4 and resumed.rows_computed == 6
+    fresh = _get(CountingNet(), manifest, tmp_path / "other")
+    assert np.array_equal(np.asarray(resumed.features), np.asarray(fresh.features))
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "store").iterdir())
 
 

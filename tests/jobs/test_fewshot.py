@@ -25,7 +25,8 @@ def test_one_seed_prints_the_original_line_and_logs_the_rows(
     assert result.record["params"]["preprocessing"]["resize"] == "square"  # the original's
     log = log_lines(result.record_path)
     assert log[0].startswith("Namespace(") and log[2].startswith("features extracted")
-    assert log[3:] == ["episodes drawn from 24 rows", *result.lines]
+    assert log[3:] == ["episodes drawn from 24 rows", *result.notes, *result.lines]
+    assert [note.split(":")[0] for note in result.notes] == ["resize", "pool", "interval", "pixels"]
 
 
 def test_several_seeds_print_each_and_the_spread(job_roots: Roots) -> None:

@@ -30,4 +30,5 @@ def test_auc_run_records_the_recipe_and_prints_one_line_per_seed(
     assert {"auc", "auc_ci", "accuracy", "balanced_accuracy"} <= set(result.metrics)
     assert "total_s" in result.record["timings"]
     log = log_lines(result.record_path)
-    assert log == [f"Params {{'lr': {recipe.lr}, 'wd': {recipe.wd}}}", *result.lines]
+    assert log == [f"Params {{'lr': {recipe.lr}, 'wd': {recipe.wd}}}", *result.notes, *result.lines]
+    assert result.notes == ["pixels: the original files"]

@@ -35,7 +35,10 @@ def test_a_transform_record_with_its_curve_and_no_extra_clean_passes(
     job_roots: Roots, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = DataOptions("shenzhencxr")
-    prepare_features(job_roots, data.open(job_roots), MODEL, Preprocessing(32, "ratio"), RUN)
+    opened = data.open(job_roots)
+    prepare_features(
+        job_roots, opened, MODEL, Preprocessing(32, "ratio"), RUN, protocol="invariance"
+    )
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("the clean features are in the store already")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from medtransfer.results.records import SCHEMA_VERSION, Record, environment_info, write_record
+from medtransfer.results.records import (
+    SCHEMA_VERSION,
+    Record,
+    environment_info,
+    outputs_folder,
+    write_record,
+)
 
 
 def _record(**overrides) -> Record:
@@ -59,6 +65,30 @@ def test_repeated_runs_never_overwrite(tmp_path: Path) -> None:
     assert a != b and a.exists() and b.exists()
 
 
+def test_output_files_are_complete_before_the_record_appears(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def outputs(folder: Path) -> None:
+        (folder / "a").mkdir()
+        (folder / "a" / "picture.png").write_bytes(b"png")
+        seen.append(any(tmp_path.rglob("*.json")))
+
+    path = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert seen == [False]
+    assert outputs_folder(path) == path.with_suffix("")
+    assert (outputs_folder(path) / "a" / "picture.png").read_bytes() == b"png"
+    again = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert outputs_folder(again) != outputs_folder(path)
+
+    def broken(folder: Path) -> None:
+        (folder / "half.png").write_bytes(b"p")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_record(tmp_path / "other", _record(), [], outputs=broken)
+    assert not [p for p in (tmp_path / "other").rglob("*") if p.is_file()]
+
+
 def test_config_hash_ignores_outputs() -> None:
     assert _record().config_hash() == _record(metrics={"accuracy": 1.0}).config_hash()
     assert _record().config_hash() != _record(seed=1).config_hash()
@@ -68,6 +98,41 @@ def test_user_dataset_names_are_safe_folder_names(tmp_path: Path) -> None:
     path = write_record(tmp_path, _record(dataset="csv:/data/x/labels.csv"), [])
     assert path.is_relative_to(tmp_path)
     assert ":" not in path.parent.name
+
+
+def test_the_folder_is_the_label_so_other_weights_never_share_it(tmp_path: Path) -> None:
+    from medtransfer.results.records import record_folder
+
+    baseline = _record()
+    tuned = _record(
+        label="random_r18@ckpt", weights_file={"path": "/w/ckpt.pt", "sha256": "c" * 64}
+    )
+    assert record_folder(tmp_path, baseline) == tmp_path / "few-shot" / "random_r18" / "shenzhencxr"
+    assert (
+        record_folder(tmp_path, tuned) == tmp_path / "few-shot" / "random_r18@ckpt" / "shenzhencxr"
+    )
+    data = json.loads(write_record(tmp_path, tuned, []).read_text())
+    assert data["label"] == "random_r18@ckpt" and data["weights_file"]["sha256"] == "c" * 64
+    assert baseline.config_hash() != tuned.config_hash()  # the label is part of the run
+
+
+def test_run_labels_keep_catalog_folders_for_the_catalogs_own_weights() -> None:
+    import pytest
+
+    from medtransfer.errors import ConfigError
+    from medtransfer.results.records import run_label
+
+    catalog = ("random_r18", "supervised_r18", "supervised")
+    ckpt = Path("/runs/finetuned.pt")
+    assert run_label("random_r18", None, None, catalog) == "random_r18"
+    assert run_label("random_r18", None, ckpt, catalog) == "random_r18@finetuned"
+    assert run_label("random_r18", "my-run", ckpt, catalog) == "my-run"
+    assert run_label("supervised_r18", "supervised_r18", None, catalog) == "supervised_r18"
+    for label, weights in (("random_r18", ckpt), ("Supervised", None), ("supervised_r18", ckpt)):
+        with pytest.raises(ConfigError, match="names a catalog model"):
+            run_label("random_r18", label, weights, catalog)
+    with pytest.raises(ConfigError, match="must not be empty"):
+        run_label("random_r18", " ", None, catalog)
 
 
 def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
@@ -90,27 +155,3 @@ def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
     assert "arrays" not in json.loads(plain.read_text()) and load_sidecar(plain) is None
     sidecar_path(plain).write_bytes(b"not a zip")
     assert load_sidecar(plain) is None  # a damaged sidecar reads as none
-
-
-def test_output_files_go_to_a_folder_named_in_the_record(tmp_path: Path) -> None:
-    from medtransfer.results.records import outputs_folder
-
-    def outputs(folder: Path) -> None:
-        (folder / "map.npy").write_bytes(b"x")
-
-    def crash(folder: Path) -> None:
-        (folder / "half.png").write_bytes(b"")
-        raise RuntimeError("interrupted")
-
-    first = write_record(tmp_path, _record(), [], outputs=outputs)
-    assert json.loads(first.read_text())["outputs"] == first.stem
-    assert (outputs_folder(first) / "map.npy").read_bytes() == b"x"
-    with pytest.raises(RuntimeError, match="interrupted"):
-        write_record(tmp_path, _record(seed=1), [], outputs=crash)
-    names = sorted(p.name for p in first.parent.iterdir())
-    assert names == [first.stem, first.name, first.with_suffix(".log").name]
-    record = _record(seed=2, created="2026-01-01T00:00:00Z")
-    taken = first.parent / f"20260101T000000Z-{record.config_hash()[:8]}"
-    taken.mkdir()  # left by a run that died before its record: its name is not reused
-    path = write_record(tmp_path, record, [], outputs=outputs)
-    assert path.name == f"{taken.name}-2.json" and (outputs_folder(path) / "map.npy").is_file()

@@ -1,5 +1,6 @@
-"""Analysis cores: why a backbone transfers (occlusion saliency, feature invariance).
+"""Analyses that explain transfer: pure cores over tensors and modules (no data/models/jobs).
 
-Pure functions over tensors, arrays and modules; like the protocol cores they import
-nothing from ``data/``, ``models/``, ``features/`` or ``jobs/``.
+Occlusion saliency, feature invariance, feature inversion with a deep image prior and
+perceptual distance; they import nothing from ``data/``, ``models/``, ``features/`` or
+``jobs/``.
 """

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medtransfer.data.images import load_image, verify_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.data.sources.base import Problem
 from medtransfer.errors import DatasetError
+from medtransfer.progress import track
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ def check_images(
     paths = list(paths)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
-            tqdm(
+            track(
                 pool.map(lambda path: _verify(path, loader), paths),
-                total=len(paths),
-                desc="checking images",
-                unit="img",
-                disable=not progress,
+                len(paths),
+                "checking images",
+                "img",
+                enabled=progress,
             )
         )
     problems = [r.problem for r in results if r.problem is not None]

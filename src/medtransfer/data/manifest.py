@@ -62,6 +62,13 @@ class Manifest:
 
     ``table``: DataFrame with :data:`MANIFEST_COLUMNS`, N rows; ``root``: the dataset folder
     the paths are relative to; ``hash``: sha256 over rows, class names and ``params``.
+    ``decoder``: the name of the item decoder when the dataset offers several and another
+    than its default is used ("" otherwise, e.g. ``"original"`` for STOIC slices in the
+    original's orientation); it is part of :attr:`rows_hash`, so features decoded another
+    way are never shared. ``original_position``: under the ``original`` split policy, each
+    row's position (N,) in the order the original walked the dataset (its train split in
+    the original's order, then its test split), e.g. the rows its few-shot cache kept;
+    None under other policies.
     """
 
     dataset: str
@@ -72,14 +79,20 @@ class Manifest:
     hash: str
     problems: tuple[Problem, ...] = field(default=(), compare=False)
     loader: Callable[[Path], Image.Image] = field(default=load_image, compare=False)
+    decoder: str = ""
+    original_position: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.table)
 
     @property
     def rows_hash(self) -> str:
-        """sha256 of the dataset name and the items in row order (not labels or splits)."""
-        return sha256_json({"dataset": self.dataset, "items": self.table["path"].tolist()})
+        """sha256 of the dataset name, the items in row order (not labels or splits) and a
+        non-default :attr:`decoder`."""
+        rows: dict[str, Any] = {"dataset": self.dataset, "items": self.table["path"].tolist()}
+        if self.decoder:
+            rows["decoder"] = self.decoder
+        return sha256_json(rows)
 
     @property
     def labels(self) -> np.ndarray:
@@ -175,6 +188,7 @@ def build_manifest(
     labels: LabelOptions | None = None,
     val_seed: int | None = None,
     empty_classes: str = "error",
+    orientation: str | None = None,
 ) -> Manifest:
     """Read ``dataset`` from its published layout and split it; opens no image.
 
@@ -185,6 +199,9 @@ def build_manifest(
     (:data:`EMPTY_CLASS_POLICIES`): a class without images is an error naming where its
     images should be (``error``), is left out and the others renumbered (``drop``; the
     manifest's params name it), or stays without rows (``keep``, for ``datasets check``).
+    ``orientation`` picks one of the dataset's decoders (``DatasetSpec.orientations``,
+    STOIC's slice orientation; None or the first name: the default) and is recorded in the
+    parameters of datasets that have several; datasets with one decoder ignore it.
     """
     if split_policy not in SPLIT_POLICIES:
         raise DatasetError(
@@ -194,6 +211,7 @@ def build_manifest(
         raise DatasetError("--val-fraction must be in [0, 1) and the test fraction in (0, 1).")
     spec = dataset.spec
     labels = labels or LabelOptions()
+    loader, decoder = _decoder(spec, orientation)
     if not dataset.root.is_dir():
         raise DatasetError(
             f"{spec.name}: folder {dataset.root} not found. Put the dataset there in its published "
@@ -213,16 +231,19 @@ def build_manifest(
     table["label"] = label_values
     params: dict[str, Any] = {
         "split_policy": split_policy,
-        "label_policy": labels.describe(spec.label_options) if spec.label_options else "original",
+        "label_policy": labels.describe(spec.label_options),
         "val_fraction": val_fraction,
         "drop_empty_classes": empty_classes == "drop",
     }
+    if spec.orientations:
+        params["orientation"] = decoder or next(iter(spec.orientations))
     if dropped:
         params["dropped_classes"] = list(dropped)
     if val_seed is not None:
         params["val_seed"] = val_seed
     params.update(source.notes)
     patients = table["patient"].to_numpy(dtype=str)
+    position = None
     if GIVEN_SPLIT in table.columns:
         if split_policy == "original":
             raise DatasetError(
@@ -246,6 +267,7 @@ def build_manifest(
             split, order = generic_original(len(table))
         train_rows = np.flatnonzero(split == "train")
         train_rows = train_rows[np.argsort(order[train_rows], kind="stable")]
+        position = _walk_order(split, order)
         held_out = original_validation(len(train_rows), val_fraction, seed=val_seed or 0)
         split[train_rows[held_out]] = "val"
         params["split_rule"] = "original"
@@ -273,8 +295,35 @@ def build_manifest(
         params=params,
         hash=digest,
         problems=tuple(source.problems),
-        loader=spec.load,
+        loader=loader,
+        decoder=decoder,
+        original_position=position,
     )
+
+
+def _decoder(spec: Any, orientation: str | None) -> tuple[Callable[[Path], Image.Image], str]:
+    """(item loader, decoder name) for ``orientation``: the spec's own loader and "" for
+    the default (None or the first of ``spec.orientations``)."""
+    names = list(spec.orientations)
+    if orientation is None or not names or orientation == names[0]:
+        return spec.load, ""
+    if orientation not in spec.orientations:
+        raise DatasetError(
+            f"{spec.name}: unknown orientation {orientation!r}; choose one of {', '.join(names)}."
+        )
+    return spec.orientations[orientation], orientation
+
+
+def _walk_order(split: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Each row's position (N,) when the original walked train then test, each in its own
+    order (``order``: position within the row's split; ``split``: train/test per row)."""
+    is_train = split == "train"
+    position = np.empty(len(split), dtype=np.int64)
+    for rows, offset in ((np.flatnonzero(is_train), 0), (np.flatnonzero(~is_train), None)):
+        ranked = rows[np.argsort(order[rows], kind="stable")]
+        start = int(is_train.sum()) if offset is None else offset
+        position[ranked] = start + np.arange(len(ranked))
+    return position
 
 
 def _hold_out_val(

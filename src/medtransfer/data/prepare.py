@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm.auto import tqdm
 
 from medtransfer.data.images import load_image
 from medtransfer.data.manifest import Manifest
 from medtransfer.errors import ConfigError
 from medtransfer.fsutil import atomic_write_json, sha256_json
+from medtransfer.progress import progress as progress_display
 
 INDEX = "index.json"
 CHECKPOINT_EVERY = 2000
@@ -139,7 +139,7 @@ def prepare(
 
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(todo), desc=f"preparing {size}px", unit="img", disable=not progress) as bar,
+        progress_display(len(todo), f"preparing {size}px", "img", enabled=progress) as bar,
     ):
         for count, (item, stat) in enumerate(pool.map(work, todo), start=1):
             done[item] = stat
@@ -151,6 +151,15 @@ def prepare(
     return folder, len(todo)
 
 
+def prepared_sizes(cache_root: Path, dataset_dir: str) -> list[int]:
+    """The sizes (shorter side, px) of the pre-resized copies the cache holds for the
+    dataset, ascending (complete or not)."""
+    base = cache_root / "prepared" / dataset_dir
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+
+
 def prepared_pixels(
     manifest: Manifest, cache_root: Path, dataset_dir: str, min_side: int
 ) -> PixelSource | None:
@@ -159,11 +168,9 @@ def prepared_pixels(
     None when there is none, or when any source file changed since it was prepared.
     """
     base = cache_root / "prepared" / dataset_dir
-    if not base.is_dir():
+    sizes = [size for size in prepared_sizes(cache_root, dataset_dir) if size >= min_side]
+    if not sizes:
         return None
-    sizes = sorted(
-        int(p.name) for p in base.iterdir() if p.name.isdigit() and int(p.name) >= min_side
-    )
     items = manifest.table["path"].tolist()
     stats = [list(s) for s in file_stats(manifest.files())]
     for size in sizes:

@@ -7,8 +7,8 @@ found by dataset name (``data/synth/writers.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +36,11 @@ class DatasetSpec:
     at ``root`` (CheXpert's literal cut needs more than 134,049 rows);
     ``download(folder, progress)`` fetches the dataset into ``folder`` (a cache folder) for
     datasets that can be downloaded without a login; ``source_url`` says where to get it;
-    ``view_pairs(table)`` pairs the rows of a manifest table that show one subject in two
-    views (CheXpert: lateral and frontal of a study; EyePACS: left and right eye), for the
-    multi-view invariance.
+    ``orientations`` names the item decoders of a dataset that can be shown more than one
+    way (STOIC: ``radiological``, the default and first, and ``original``, the original's
+    transposed slice), picked by ``--stoic-orientation``; ``view_pairs(table)`` pairs the
+    rows of a manifest table that show one subject in two views (CheXpert: lateral and
+    frontal of a study; EyePACS: left and right eye), for the multi-view invariance.
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetSpec:
     download: Callable[[Path, bool], Path] | None = None
     source_url: str = ""
     description: str = ""
+    orientations: Mapping[str, Callable[[Path], Image.Image]] = field(default_factory=dict)
     view_pairs: Callable[[pd.DataFrame], ViewPairs] | None = None
 
 

@@ -28,6 +28,17 @@ def split_doc(doc: str | None) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """One headline number of a finished job, for a table of several runs: ``name`` (the
+    metric, e.g. ``accuracy`` or ``k=20 accuracy``), ``value`` (percent) and ``interval``
+    (how sure, in words: ``± 0.66 (95% over episodes)``, ``95% CI 70.10-75.30``, or "")."""
+
+    name: str
+    value: float
+    interval: str = ""
+
+
+@dataclass(frozen=True)
 class JobResult:
     """A finished job.
 
@@ -35,7 +46,9 @@ class JobResult:
     ``metrics``: ``record["metrics"]``; ``lines``: the result lines for people, which the
     command line prints as they are (the record's log holds them too, after the log-only
     lines); ``extracted``: for jobs over the feature store, whether this run extracted the
-    features (None for jobs that read no features).
+    features (None for jobs that read no features); ``notes``: the policies in force, one
+    ``name: sentence`` line each, printed before ``lines`` (the record holds them under
+    ``policies``); ``headlines``: the numbers a table of several runs shows.
     """
 
     record_path: Path
@@ -43,6 +56,8 @@ class JobResult:
     metrics: dict[str, Any]
     lines: list[str]
     extracted: bool | None = None
+    notes: list[str] = field(default_factory=list)
+    headlines: tuple[Headline, ...] = ()
 
 
 @dataclass(frozen=True)

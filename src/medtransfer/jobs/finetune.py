@@ -4,8 +4,11 @@ SGD with Nesterov momentum 0.9, cosine schedule over --steps, batch 64, random r
 crop and horizontal flip. With --early-stopping it trains on train, validates every
 --eval-every steps on val with the dataset's metric, stops after --patience checks without
 improvement and TESTS THE BEST WEIGHTS (the original tested the last ones; --test-last
-reproduces that). Without it, it trains on train+val. AUC comes from probabilities.
-Checkpoints let an interrupted run resume.
+reproduces that). Without it, it trains on train+val. AUC comes from probabilities
+(--auc-from labels: the original's hard-label AUC). It reads the original image files:
+pre-resized copies only when they are large enough for its random crops (915 px for
+224-px crops). Checkpoints let an interrupted run resume. --preset original sets what the
+published runs used (docs/original-study.md#presets).
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from medtransfer.config import Roots
-from medtransfer.jobs.base import Job, JobResult
-from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
-from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
+from medtransfer.errors import ProtocolError
+from medtransfer.jobs.base import Headline, Job, JobResult
+from medtransfer.jobs.flags import (
+    bootstrap_option,
+    image_size_option,
+    int_list,
+    option,
+    or_original,
+)
+from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, resolve_data
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
-from medtransfer.protocols.metrics import AUC
+from medtransfer.protocols.metrics import AUC, AUC_SOURCES
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
@@ -27,6 +38,9 @@ if TYPE_CHECKING:
     from medtransfer.protocols.finetune_data import ImageSplit
 
 _RECIPE = FinetuneConfig()
+#: The learning rates of the published runs: ``finetune.py`` kept its default,
+#: ``finetune_auc.py`` ran with ``--lr 3e-5`` (docs/original-study.md#finetune).
+ORIGINAL_LR = {"dataset": _RECIPE.lr, AUC: 3e-5}
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,11 @@ class FinetuneOptions:
     patience: int = option(
         _RECIPE.patience, "checks without improvement", flags=("-p", "--patience")
     )
-    lr: float = option(_RECIPE.lr, "learning rate")
+    lr: float | str = option(
+        _RECIPE.lr,
+        "learning rate, or original (the published runs': 1e-2, with --metric auc 3e-5)",
+        parse=or_original(float),
+    )
     wd: float = option(_RECIPE.wd, "weight decay")
     early_stopping: bool = option(
         _RECIPE.early_stopping, "stop on val, test best weights", flags=("-e", "--early-stopping")
@@ -63,6 +81,13 @@ class FinetuneOptions:
         "test the last weights even with early stopping (the original's behaviour)",
         flags=("--test-last",),
     )
+    auc_from: str = option(
+        _RECIPE.auc_from,
+        "with --metric auc: probabilities (a ranking AUC) or labels (the original's "
+        "finetune_auc.py: AUC of argmax labels, i.e. balanced accuracy), for early stopping "
+        "and the test",
+        choices=AUC_SOURCES,
+    )
     bootstrap: int = bootstrap_option()
 
 
@@ -74,6 +99,43 @@ def _config(options: FinetuneOptions, run: RunOptions, **fixed: Any) -> Finetune
     return FinetuneConfig(
         **{**recipe, "batch_size": run.batch_size, "workers": run.workers, **fixed}
     )
+
+
+def _pixels(
+    roots: Roots, opened: JobData, options: FinetuneOptions, run: RunOptions
+) -> tuple[PixelSource, dict[str, Any]]:
+    """Where fine-tuning reads its images, and the record of that choice.
+
+    Pre-resized copies change what random resized crops see (a small copy's crops are
+    enlarged), so they are read only when their shorter side reaches what the augmentation
+    needs (:func:`~medtransfer.protocols.finetune_data.crop_min_side`; the crop size
+    without augmentation); otherwise the original files, with the reason recorded.
+    """
+    from medtransfer.data.prepare import original_pixels, prepared_pixels, prepared_sizes
+    from medtransfer.protocols.finetune_data import crop_min_side
+
+    needed = crop_min_side(options.image_size) if options.augment else options.image_size
+    if run.use_prepared:
+        prepared = prepared_pixels(opened.manifest, roots.cache, opened.key, needed)
+        if prepared is not None:
+            return prepared, {**prepared.describe, "needed_side": needed}
+    pixels = original_pixels(opened.manifest)
+    sizes = prepared_sizes(roots.cache, opened.key)
+    if not run.use_prepared:
+        by_preset = "use_prepared" in run.preset_settings
+        reason = "--no-prepared" + (" (set by the preset)" if by_preset else "")
+    elif sizes and max(sizes) < needed:
+        shown = ", ".join(f"{size}" for size in sizes)
+        reason = (
+            f"the pre-resized copies ({shown} px) are smaller than the {needed} px shorter side "
+            f"{'its random resized crops need' if options.augment else 'the crop needs'}"
+        )
+    else:
+        reason = ""
+    record = {**pixels.describe, "needed_side": needed}
+    if reason:
+        record["reason"] = reason
+    return pixels, record
 
 
 def _split(manifest: Manifest, pixels: PixelSource, name: str) -> ImageSplit:
@@ -94,16 +156,22 @@ def run_finetune(
 ) -> JobResult:
     """Fine-tune ``model`` on ``data`` once per seed; write one record with every seed.
 
-    Unlike the feature protocols it trains the whole network, so it reads images (from a
-    pre-resized copy when ``datasets prepare`` made one) rather than the feature store.
-    Each seed's run checkpoints under ``<cache>/finetune/<run key>/`` and resumes from
-    there. Prints the test metric of every seed (and the spread over several).
+    Unlike the feature protocols it trains the whole network, so it reads images rather
+    than the feature store: the original files, or pre-resized copies large enough for its
+    augmentation (:func:`_pixels`). Each seed's run checkpoints under
+    ``<cache>/finetune/<run key>/`` and resumes from there. Prints the test metric of every
+    seed (and the spread over several).
     """
     from medtransfer.compute import resolve_precision
-    from medtransfer.data.prepare import original_pixels, prepared_pixels
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.fsutil import sha256_json
-    from medtransfer.jobs.common import Outcome, load_model, model_params, write_job_record
+    from medtransfer.jobs.common import (
+        Outcome,
+        load_model,
+        model_label,
+        model_params,
+        write_job_record,
+    )
     from medtransfer.protocols.finetune import FinetuneResult, finetune, run_search
     from medtransfer.protocols.finetune_data import FinetuneData
     from medtransfer.protocols.metrics import metric_key
@@ -115,13 +183,14 @@ def run_finetune(
     )
 
     started = time.perf_counter()
-    opened = data.open(roots)
+    variant = "finetune-auc" if options.metric == AUC else "finetune"
+    model_label(model)  # a bad --label fails before the data is read
+    opened = resolve_data(data, variant).open(roots)
     manifest = opened.manifest
     metric = opened.spec.metric if options.metric == "dataset" else options.metric
-    pixels = None
-    if run.use_prepared:
-        pixels = prepared_pixels(manifest, roots.cache, opened.key, options.image_size)
-    pixels = pixels or original_pixels(manifest)
+    auc_from = options.auc_from if metric == AUC else "probabilities"
+    check_finetune_data(manifest, options, metric)
+    pixels, pixels_record = _pixels(roots, opened, options, run)
     splits = FinetuneData(
         train=_split(manifest, pixels, "train"),
         val=_split(manifest, pixels, "val"),
@@ -129,29 +198,33 @@ def run_finetune(
         n_classes=len(manifest.class_names),
         eval_transform=lambda size: Preprocessing(size, resize="shorter"),
     )
-    job = load_model(roots, opened, model, run)
+    job = load_model(roots, opened, model, run, protocol="finetune")
     precision = resolve_precision(run.precision, job.device, training=True)
     first = job.backbone
     results: list[FinetuneResult] = []
     per_seed: list[dict[str, Any]] = []
     searched: dict[str, Any] | None = None
-    lr, wd = options.lr, options.wd
+    lr = ORIGINAL_LR[options.metric] if options.lr == ORIGINAL else float(options.lr)
+    wd = options.wd
     for seed in options.seeds:
-        config = _config(options, run, seed=seed, metric=metric, lr=lr, wd=wd, precision=precision)
+        config = _config(
+            options, run, seed=seed, metric=metric, lr=lr, wd=wd, precision=precision,
+            auc_from=auc_from,
+        )  # fmt: skip
         run_key = sha256_json(
             {
                 "weights": first.weights_sha256,
                 "normalization": first.normalization,
                 "manifest": manifest.hash,
                 "pixels": pixels.describe,
-                "config": config.__dict__,
+                "config": config.identity(),
                 "search": options.search,
             }
         )[:16]
         folder = roots.cache / "finetune" / run_key
         if options.search and searched is None:
             found = run_search(
-                lambda: model.load(roots, progress=run.progress),
+                lambda: model.load(roots, progress=run.progress, protocol="finetune"),
                 splits,
                 config,
                 grid_size=options.grid_size,
@@ -162,7 +235,9 @@ def run_finetune(
             searched = {"lr": found.lr, "wd": found.wd, "scores": found.scores}
             lr, wd = found.lr, found.wd
             config = replace(config, lr=lr, wd=wd)
-        backbone = first if not results else model.load(roots, progress=run.progress)
+        backbone = (
+            first if not results else model.load(roots, progress=run.progress, protocol="finetune")
+        )
         result = finetune(
             backbone,
             splits,
@@ -182,6 +257,7 @@ def run_finetune(
                     metric,
                     n_resamples=options.bootstrap,
                     seed=seed,
+                    auc_from=auc_from,
                 ),
                 "best_step": result.best_step,
                 "stopped_step": result.stopped_step,
@@ -192,10 +268,11 @@ def run_finetune(
                 "checkpoint_dir": str(folder),
             }
         )
-    name = metric_key(metric)
+    name = metric_key(metric, auc_from)
+    shown = f"{metric} from hard labels" if name == "auc_from_labels" else metric
     metrics = mean_over_seeds([entry["metrics"] for entry in per_seed], name)
     lines = [
-        f"seed {s['seed']}: test {metric} {s['metrics'][name]:.2f}%"
+        f"seed {s['seed']}: test {shown} {s['metrics'][name]:.2f}%"
         f"{format_interval(s['metrics'], name)}, tested the {s['tested']} weights"
         + (f" of step {s['best_step']}" if s["tested"] == "best" else "")
         for s in per_seed
@@ -212,13 +289,13 @@ def run_finetune(
         "momentum": _RECIPE.momentum,
         "nesterov": _RECIPE.nesterov,
         "schedule": "cosine",
-        "auc_from": "probabilities" if metric == AUC else None,
+        "auc_from": auc_from if metric == AUC else None,
         "preprocessing": {
             "image_size": options.image_size,
             "train": "random resized crop + flip" if options.augment else "resize + centre crop",
             "eval": "shorter-side resize + centre crop",
         },
-        "pixels": pixels.describe,
+        "pixels": pixels_record,
         "precision": precision,
         **model_params(first, model),
         **manifest.params,
@@ -232,8 +309,54 @@ def run_finetune(
         "sizes": sizes,
     }
     log_only = [f"Params {{'lr': {lr}, 'wd': {wd}}}"]
-    outcome = Outcome("finetune", params, int(options.seeds[0]), metrics, lines, extra, log_only)
-    return write_job_record(roots, job, outcome)
+    headline = Headline(shown, float(metrics[name]), format_interval(metrics, name).strip(" ()"))
+    outcome = Outcome(
+        "finetune", params, int(options.seeds[0]), metrics, lines, extra, log_only,
+        headlines=(headline,),
+    )  # fmt: skip
+    return write_job_record(roots, job, outcome, pixels=pixels_record)
 
 
-JOB = Job("finetune", run_finetune, __doc__)
+def check_finetune_data(manifest: Manifest, options: FinetuneOptions, metric: str) -> None:
+    """Refuse, before any image is read, what the manifest alone shows cannot run: fewer
+    than two classes with training images, an empty test split, no validation split for
+    early stopping or the search, auc on a task that is not binary."""
+    import numpy as np
+
+    from medtransfer.jobs.checks import require_classes, require_test_rows
+
+    train = manifest.rows("train")
+    if not options.early_stopping:
+        train = np.concatenate([train, manifest.rows("val")])
+    require_classes(manifest, train, "fine-tuning", "the training split")
+    require_test_rows(manifest)
+    if (options.early_stopping or options.search) and len(manifest.rows("val")) == 0:
+        what = "--early-stopping" if options.early_stopping else "--search"
+        raise ProtocolError(
+            f"{what} needs a validation split; use --val-fraction > 0 (now "
+            f"{manifest.params.get('val_fraction')})."
+        )
+    if metric == AUC and len(manifest.class_names) != 2:
+        raise ProtocolError(
+            f"--metric auc needs a binary task; {manifest.dataset} has "
+            f"{len(manifest.class_names)} classes."
+        )
+
+
+JOB = Job(
+    "finetune",
+    run_finetune,
+    __doc__,
+    presets={
+        "original": {
+            **EVERY_RUN,
+            "split_policy": "original",
+            "uncertain": ORIGINAL,
+            "norm": ORIGINAL,
+            "early_stopping": True,
+            "restore_best": False,
+            "auc_from": "labels",
+            "lr": ORIGINAL,
+        }
+    },
+)

@@ -9,9 +9,10 @@ fields (:func:`add_flags`) and the options back from the parsed arguments
 Flag rules: a field ``n_way`` is ``--n-way`` unless ``flags`` says otherwise; a ``bool``
 field defaulting to False is a switch that sets it (``--search``), one defaulting to True
 a switch that clears it (``--no-da`` clears ``augment``); a field without a default is a
-required flag; a field declared with ``cli=False`` has no flag (it is set by code, e.g. the
-settings a preset expanded to); a class attribute ``CLI_GROUP`` puts the class's flags
-under that heading.
+required flag; a field declared with ``many=True`` may be given several times, its values
+joined by commas (``-m a -m b`` is ``a,b``; the caller splits them); a field declared with
+``cli=False`` has no flag (it is set by code, e.g. the settings a preset expanded to); a
+class attribute ``CLI_GROUP`` puts the class's flags under that heading.
 
 A flag the user did not give is absent from the parsed arguments (its argparse default is
 ``SUPPRESS``), so :func:`given_values` tells the values the user chose from the defaults,
@@ -45,9 +46,17 @@ def option(
     choices: tuple[str, ...] | None = None,
     parse: Parser | None = None,
     cli: bool = True,
+    many: bool = False,
 ) -> Any:
     """A dataclass field with its command-line form (module docstring)."""
-    metadata = {"help": help, "flags": flags, "choices": choices, "parse": parse, "cli": cli}
+    metadata = {
+        "help": help,
+        "flags": flags,
+        "choices": choices,
+        "parse": parse,
+        "cli": cli,
+        "many": many,
+    }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -64,6 +73,24 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+def or_original(kind: type[int] | type[float]) -> Parser:
+    """A parser of ``kind`` numbers that also takes the word ``original`` (a value the job
+    resolves from what the original study did, docs/original-study.md#presets)."""
+
+    def parse(text: str, flag: str) -> int | float | str:
+        if text.strip().lower() == "original":
+            return "original"
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(
+                f"{flag} takes {'an integer' if kind is int else 'a number'} or 'original', "
+                f"got {text!r}."
+            ) from None
+
+    return parse
+
+
 def image_size_option(default: int = 224) -> Any:
     """``-i/--image-size``: the crop size every image-reading job takes."""
     return option(default, "crop size", flags=("-i", "--image-size"))
@@ -72,6 +99,21 @@ def image_size_option(default: int = 224) -> Any:
 def bootstrap_option() -> Any:
     """``--bootstrap``: resamples of the test metric's interval (0: no interval)."""
     return option(1000, "bootstrap resamples")
+
+
+class _JoinAction(argparse.Action):
+    """Each use of the flag appends its value to the earlier ones, joined by commas."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        joined = str(values) if before in (None, argparse.SUPPRESS) else f"{before},{values}"
+        setattr(namespace, self.dest, joined)
 
 
 def _flags(field: dataclasses.Field[Any]) -> tuple[str, ...]:
@@ -141,9 +183,11 @@ def add_flags(
                 kwargs["action"] = "store_false" if field.default else "store_true"
             else:
                 kwargs["type"] = value_type
+        if meta.get("many"):
+            kwargs["action"] = _JoinAction
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        if "action" not in kwargs and "choices" not in kwargs:
+        if kwargs.get("action") in (None, _JoinAction) and "choices" not in kwargs:
             kwargs["metavar"] = _metavar(field, kwargs.get("type"))
         target.add_argument(*_flags(field), help=help_text.replace("%", "%%"), **kwargs)
 

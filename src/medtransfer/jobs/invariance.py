@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from medtransfer.config import Roots
-from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.flags import bootstrap_option, image_size_option, option
 from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL
 
 if TYPE_CHECKING:
     import numpy as np
@@ -121,9 +122,12 @@ class InvarianceOptions:
     bootstrap: int = bootstrap_option()
 
 
-ORIGINAL: dict[str, Any] = {
+#: What the original's invariance scripts did (docs/original-study.md#invariance), with the
+#: normalisation its runner fed each model (SimCLR-v1: --no-norm).
+PRESET: dict[str, Any] = {
+    **EVERY_RUN,
+    "norm": ORIGINAL,
     "images": 100,
-    "image_size": 224,
     "transform_at": "full",
     "keep_identity": True,
     "sampling": "original",
@@ -132,9 +136,7 @@ ORIGINAL: dict[str, Any] = {
     "cov": "sample",
     "numerics": "original",
     "split_policy": "original",
-    "precision": "fp32",
     "batch_size": 256,
-    "use_prepared": False,
 }
 
 
@@ -253,11 +255,13 @@ def _clean_features(
 
     rows = pool[np.concatenate(batches)]
     if options.batchnorm == "eval":
-        feature_job = prepare_features(roots, data, model, preprocessing, run)
+        feature_job = prepare_features(
+            roots, data, model, preprocessing, run, protocol="invariance"
+        )
         store = feature_job.features.features
         picked = [np.asarray(store[r]) for r in evaluated]
         return feature_job, feature_job, feature_job.precision, np.asarray(store[rows]), picked
-    job = load_model(roots, data, model, run)
+    job = load_model(roots, data, model, run, protocol="invariance")
     precision = resolve_precision(run.precision, job.device)
     network = Network(job.backbone, job.backbone.normalize, job.device, precision)
     paths, load = data.manifest.absolute_paths(), data.manifest.loader
@@ -339,8 +343,8 @@ def _outcome(
     similarity: np.ndarray,
     distance: np.ndarray,
     extra: dict[str, Any],
-) -> Outcome:
-    """The record of one transform (or of the multi-view pairs)."""
+) -> tuple[Outcome, Any]:
+    """The record of one transform (or of the multi-view pairs) and its ``outputs``."""
     from medtransfer.analysis.invariance import summarize
     from medtransfer.jobs.common import Outcome, model_params
 
@@ -404,7 +408,13 @@ def _outcome(
             **shared.geometry.describe()
         )
     ]
-    return Outcome(
+    interval = metrics.get("similarity_ci")
+    headline = Headline(
+        f"{transform} similarity",
+        summary.similarity,
+        f"95% CI {interval[0]:.4f}-{interval[1]:.4f}" if interval else "",
+    )
+    outcome = Outcome(
         "invariance",
         params,
         options.seed,
@@ -412,8 +422,10 @@ def _outcome(
         lines,
         record_extra,
         log_only,
-        outputs=_writer(transform, values, identity, similarity, distance, summary),
+        policies=_policies(options, shared, describe),
+        headlines=(headline,),
     )
+    return outcome, _writer(transform, values, identity, similarity, distance, summary)
 
 
 def _writer(transform, values, identity, similarity, distance, summary):
@@ -444,12 +456,44 @@ def _writer(transform, values, identity, similarity, distance, summary):
     return write
 
 
-def _write(roots: Roots, shared: _Run, model: ModelOptions, outcome: Outcome) -> JobResult:
+def _policies(options: InvarianceOptions, shared: _Run, describe: dict[str, Any]) -> dict[str, str]:
+    """The invariance run's own policies in force, for the printed notes and the record."""
+    statistics = shared.geometry.describe()
+    sampling = (
+        "the original's np.random.seed(0) draws, with replacement"
+        if options.sampling == "original"
+        else f"distinct images drawn with seed {options.seed}"
+    )
+    out = {
+        "images": f"{len(shared.items)} {sampling} from every row (train, val, test)",
+        "statistics": f"{statistics['estimator']} covariance of {statistics['n_samples']} "
+        f"clean images (condition number {statistics['condition_number']:.3g})",
+        "batchnorm": "running statistics (eval mode)"
+        if options.batchnorm == "eval"
+        else "train mode in the original's batches (docs/original-study.md#defect-e33)",
+    }
+    if not options.multiview:
+        out["views"] = (
+            f"transformed at the resize side {describe.get('side')} px, then centre crop"
+            if options.transform_at == "resized"
+            else "transformed at full resolution, then resized (the original, "
+            "docs/original-study.md#defect-e35)"
+        )
+        out["identity"] = (
+            "averaged in (the original)" if options.keep_identity else "left out of the mean"
+        )
+    return out
+
+
+def _write(
+    roots: Roots, shared: _Run, model: ModelOptions, outcome: tuple[Outcome, Any]
+) -> JobResult:
     from medtransfer.jobs.common import write_feature_record, write_job_record
 
+    record, outputs = outcome
     if shared.feature_job is not None:
-        return write_feature_record(roots, shared.feature_job, model, outcome)
-    return write_job_record(roots, shared.job, outcome)
+        return write_feature_record(roots, shared.feature_job, model, record, outputs=outputs)
+    return write_job_record(roots, shared.job, record, outputs=outputs)
 
 
 def _synthetic(
@@ -538,7 +582,8 @@ def _synthetic(
             note = (
                 f"k = {plan.k}: --k {options.k} does not fit {plan.transform}, which takes {rule}"
             )
-            outcome = dataclasses.replace(outcome, lines=[*outcome.lines, note])
+            record, outputs = outcome
+            outcome = (dataclasses.replace(record, lines=[*record.lines, note]), outputs)
         results.append(_write(roots, shared, model, outcome))
     return results
 
@@ -600,15 +645,16 @@ def _multiview(
         extra,
     )
     drawn = "draws (with replacement) from" if options.sampling == "original" else "of"
-    outcome = dataclasses.replace(
-        outcome,
+    record, outputs = outcome
+    record = dataclasses.replace(
+        record,
         lines=[
-            *outcome.lines,
+            *record.lines,
             f"{len(similarity)} {drawn} {len(pairs)} pairs; rows without a partner: "
             + (", ".join(f"{v} {k}" for k, v in pairs.unpaired.items()) or "none"),
         ],
     )
-    return [_write(roots, shared, model, outcome)]
+    return [_write(roots, shared, model, (record, outputs))]
 
 
 def run_invariance(
@@ -620,6 +666,9 @@ def run_invariance(
 ) -> JobResult:
     """One record per transform (or one for the multi-view pairs); with several, the
     result is the last one and its lines name every record."""
+    from medtransfer.jobs.common import model_label
+    from medtransfer.jobs.original import resolve_data
+
     _check(options, run)
     if not options.multiview:
         from medtransfer.data.transforms import Preprocessing
@@ -627,7 +676,8 @@ def run_invariance(
         _plans(
             options, options.image_size, Preprocessing(options.image_size, "ratio").resize_side()
         )
-    opened = data.open(roots)
+    model_label(model)  # a bad --label fails before the data is read
+    opened = resolve_data(data, "invariance").open(roots)
     run_fn = _multiview if options.multiview else _synthetic
     results = run_fn(roots, opened, model, options, run)
     if len(results) == 1:
@@ -638,4 +688,4 @@ def run_invariance(
     return dataclasses.replace(results[-1], lines=[*lines, *results[-1].lines])
 
 
-JOB = Job("invariance", run_invariance, __doc__, presets={"original": ORIGINAL})
+JOB = Job("invariance", run_invariance, __doc__, presets={"original": PRESET})

@@ -4,7 +4,9 @@ compute), declared with :func:`~medtransfer.jobs.flags.option`."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +15,12 @@ from medtransfer.config import PRECISIONS, Roots
 from medtransfer.data.catalog import dataset_key, resolve_dataset
 from medtransfer.data.manifest import SPLIT_POLICIES, Manifest, load_manifest
 from medtransfer.data.sources.base import PM_POSITIVE_POLICIES, UNCERTAIN_POLICIES, LabelOptions
+from medtransfer.data.sources.stoic import ORIENTATIONS
 from medtransfer.data.spec import DatasetSpec, ResolvedDataset
+from medtransfer.errors import ConfigError
 from medtransfer.jobs.base import PRESETS
 from medtransfer.jobs.flags import option
+from medtransfer.jobs.original import ORIGINAL, normalization_for
 
 if TYPE_CHECKING:
     from medtransfer.models.backbone import Backbone
@@ -37,8 +42,28 @@ class JobData:
 
     @property
     def key(self) -> str:
-        """The dataset's folder name in the cache (features, prepared copies, manifests)."""
-        return dataset_key(self.resolved.spec)
+        """The dataset's folder name in the cache (features, prepared copies), with the
+        decoder when it is not the default (STOIC slices in the original's orientation)."""
+        key = dataset_key(self.resolved.spec)
+        return f"{key}@{self.manifest.decoder}" if self.manifest.decoder else key
+
+
+#: Opened datasets shared while :func:`sharing_data` is active: (options, roots, val seed)
+#: -> JobData. None when sharing is off.
+_SHARED: dict[tuple[Any, ...], JobData] | None = None
+
+
+@contextlib.contextmanager
+def sharing_data() -> Iterator[None]:
+    """Inside the block, :meth:`DataOptions.open` resolves each (options, roots, val seed)
+    once and hands every later caller the same :class:`JobData` (several models on one
+    dataset read the tree and build the manifest once)."""
+    global _SHARED
+    before, _SHARED = _SHARED, {} if _SHARED is None else _SHARED
+    try:
+        yield
+    finally:
+        _SHARED = before
 
 
 @dataclass(frozen=True)
@@ -59,14 +84,23 @@ class DataOptions:
     uncertain: str = option(
         _LABELS.uncertain,
         "CheXpert uncertain labels: positive (U-Ones, the original's few-shot), negative "
-        "(U-Zeros, what its linear/fine-tune did), ignore (drop the rows)",
-        choices=UNCERTAIN_POLICIES,
+        "(U-Zeros, what its linear/fine-tune did), ignore (drop the rows), or original "
+        "(what the original's protocol did: positive in few-shot and finetune --metric auc, "
+        "negative in linear, kNN and finetune)",
+        choices=(*UNCERTAIN_POLICIES, ORIGINAL),
     )
     pm_positive: str = option(
         _LABELS.pm_positive,
         "iChallenge-PM positives: P (pathological myopia; official PALM, the original's "
         "code) or HP (high and pathological myopia; the original's README)",
         choices=PM_POSITIVE_POLICIES,
+    )
+    stoic_orientation: str = option(
+        ORIENTATIONS[0],
+        "STOIC slices: radiological (anterior up, patient's right on the left) or original "
+        "(the original's transposed medpy slice, docs/original-study.md#defect-d27); part of "
+        "the manifest and feature keys",
+        choices=ORIENTATIONS,
     )
     drop_empty_classes: bool = option(
         False,
@@ -76,6 +110,11 @@ class DataOptions:
 
     @property
     def labels(self) -> LabelOptions:
+        if self.uncertain == ORIGINAL:
+            raise ConfigError(
+                "--uncertain original means what the original's protocol did; few-shot, "
+                "linear, knn and finetune resolve it. Here give positive, negative or ignore."
+            )
         return LabelOptions(uncertain=self.uncertain, pm_positive=self.pm_positive)
 
     def manifest(
@@ -100,29 +139,47 @@ class DataOptions:
             labels=self.labels,
             val_seed=val_seed,
             empty_classes=empty,
+            orientation=self.stoic_orientation,
         )
 
     def open(
         self, roots: Roots, *, val_seed: int | None = None, keep_empty_classes: bool = False
     ) -> JobData:
-        """Resolve the dataset (once) and build its manifest (see :meth:`manifest`)."""
+        """Resolve the dataset (once) and build its manifest (see :meth:`manifest`; shared
+        inside :func:`sharing_data`)."""
+        key = (self, roots, val_seed, keep_empty_classes)
+        if _SHARED is not None and key in _SHARED:
+            return _SHARED[key]
         start = time.perf_counter()
         resolved = resolve_dataset(self.dataset, roots.data, roots.cache)
         manifest = self.manifest(
             resolved, roots.cache, val_seed=val_seed, keep_empty_classes=keep_empty_classes
         )
-        return JobData(resolved, manifest, time.perf_counter() - start)
+        opened = JobData(resolved, manifest, time.perf_counter() - start)
+        if _SHARED is not None:
+            _SHARED[key] = opened
+        return opened
 
 
 @dataclass(frozen=True)
 class ModelOptions:
     """Which backbone, with which weights and input handling."""
 
-    model: str = option(help="catalog model (see `models list`)", flags=("-m", "--model"))
+    model: str = option(
+        help="catalog model (see `models list`); repeat -m or give a comma list to run several "
+        "(one table at the end)",
+        flags=("-m", "--model"),
+        many=True,
+    )
     weights: Path | None = option(
         None,
         "a torchvision-format state dict to load into the model's architecture "
         "(default: the catalog's weights)",
+    )
+    label: str | None = option(
+        None,
+        "the name results are filed and tabled under (default: the model's name; with "
+        "--weights: MODEL@<weights file stem>)",
     )
     model_seed: int = option(0, "seed of random-init models (random_*)")
     no_norm: bool = option(
@@ -135,12 +192,14 @@ class ModelOptions:
         "default",
         "input normalisation: default = what the weights expect (see `models info`); "
         "study = what the original study fed the model (MoCo-CXR: ImageNet statistics); "
-        "or a kind",
-        choices=("default", "study", "imagenet", "half", "cxr", "histogram", "none"),
+        "original = what the original's runner fed it in this protocol (linear: raw pixels; "
+        "fine-tuning: ImageNet statistics, SimCLR-v1 included); or a kind",
+        choices=("default", "study", ORIGINAL, "imagenet", "half", "cxr", "histogram", "none"),
     )
 
-    def load(self, roots: Roots, *, progress: bool = True) -> Backbone:
-        """A fresh backbone with these options (eval mode)."""
+    def load(self, roots: Roots, *, progress: bool = True, protocol: str = "") -> Backbone:
+        """A fresh backbone with these options (eval mode); ``protocol`` resolves
+        ``--norm original``."""
         from medtransfer.models.loader import load_backbone
 
         return load_backbone(
@@ -150,8 +209,22 @@ class ModelOptions:
             seed=self.model_seed,
             no_norm=self.no_norm,
             progress=progress,
-            norm=self.norm,
+            norm=self.normalization(protocol),
         )
+
+    def normalization(self, protocol: str) -> str:
+        """``--norm`` with ``original`` resolved for ``protocol`` (a kind), else as given."""
+        if self.norm != ORIGINAL:
+            return self.norm
+        from medtransfer.models.catalog import get_model_spec
+        from medtransfer.models.external import is_external
+
+        if not protocol:
+            raise ConfigError("--norm original needs a protocol to resolve it.")
+        if is_external(self.model):
+            return normalization_for(self.model, "imagenet", protocol)
+        spec = get_model_spec(self.model)
+        return normalization_for(spec.name, spec.normalization, protocol)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from medtransfer.jobs import fewshot, finetune, invariance, knn, linear, saliency
+from medtransfer.jobs import (
+    fewshot,
+    finetune,
+    invariance,
+    knn,
+    linear,
+    perceptual_distance,
+    reconstruct,
+    saliency,
+)
 from medtransfer.jobs.base import Job
 
 JOBS: tuple[Job, ...] = (
@@ -12,6 +21,8 @@ JOBS: tuple[Job, ...] = (
     finetune.JOB,
     saliency.JOB,
     invariance.JOB,
+    reconstruct.JOB,
+    perceptual_distance.JOB,
 )
 
 

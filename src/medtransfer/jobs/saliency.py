@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medtransfer.config import Roots
-from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.flags import bootstrap_option, option
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,12 +66,16 @@ class SaliencyOptions:
     bootstrap: int = bootstrap_option()
 
 
-ORIGINAL: dict[str, Any] = {
+#: What the original's saliency.py did (docs/original-study.md#saliency): its files, fp32,
+#: a 242-px image, a 10-px patch at stride 1, batch-of-one BatchNorm statistics, and the
+#: normalisation its runner fed each model.
+PRESET: dict[str, Any] = {
+    **EVERY_RUN,
     "image_size": 242,
     "patch": 10,
     "stride": 1,
     "batchnorm": "per-sample",
-    "precision": "fp32",
+    "norm": ORIGINAL,
 }
 
 
@@ -205,14 +210,14 @@ def _writer(crops: list[Any], maps: list[Any], names: list[str]) -> Any:
     def write(folder: Path) -> None:
         import numpy as np
 
-        from medtransfer.analysis.pictures import jet, overlay, save_png
+        from medtransfer.analysis.pictures import jet, overlay, save_rgb
 
         for crop, saliency, name in zip(crops, maps, names, strict=True):
             target = folder / name
             target.mkdir()
             np.save(target / "map.npy", saliency.astype(np.float32))
-            save_png(target / "heatmap.png", jet(saliency))
-            save_png(target / "overlay.png", overlay(crop, saliency))
+            save_rgb(jet(saliency), target / "heatmap.png")
+            save_rgb(overlay(crop, saliency), target / "overlay.png")
 
     return write
 
@@ -242,7 +247,14 @@ def run_saliency(
     from medtransfer.compute import resolve_precision
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.errors import ConfigError
-    from medtransfer.jobs.common import Outcome, load_model, model_params, write_job_record
+    from medtransfer.jobs.common import (
+        Outcome,
+        load_model,
+        model_label,
+        model_params,
+        write_job_record,
+    )
+    from medtransfer.jobs.original import resolve_data
     from medtransfer.protocols.stats import bootstrap_interval
 
     check_geometry(options.image_size, options.patch, options.stride)
@@ -250,8 +262,9 @@ def run_saliency(
         raise ConfigError(f"--images must be 0 or more, got {options.images}.")
     if options.images == 0 and options.image is None:
         raise ConfigError("Nothing to analyse: give --images N (N > 0) or --image PATH.")
-    opened = data.open(roots)
-    job = load_model(roots, opened, model, run)
+    model_label(model)  # a bad --label fails before the data is read
+    opened = resolve_data(data, "saliency").open(roots)
+    job = load_model(roots, opened, model, run, protocol="saliency")
     images, available = _draw(job, options)
     if not images:
         raise ConfigError(
@@ -348,6 +361,20 @@ def run_saliency(
         )
     if available < options.images:
         lines.insert(0, f"the test split holds {available} image(s); all of them are used")
+    drawn = f"{len(per_image) - (options.image is not None)} drawn with seed {options.seed} "
+    drawn += "from the test split" + (f", and {options.image}" if options.image else "")
+    policies = {
+        "images": drawn,
+        "occlusion": f"{options.patch}-px patch at stride {options.stride}, value 0 after the "
+        f"model's normalisation ({extra['occluder']})",
+        "batchnorm": "running statistics (eval mode)"
+        if options.batchnorm == "eval"
+        else "each pass normalised by its own statistics (the original's batch-of-one train "
+        "mode, docs/original-study.md#defect-e24)",
+    }
+    headline = Headline(
+        "attentive diffusion", metrics["attentive_diffusion"], interval.strip(" ()")
+    )
     outcome = Outcome(
         "saliency",
         params,
@@ -355,9 +382,10 @@ def run_saliency(
         metrics,
         lines,
         extra,
-        outputs=_writer(crops, maps, names),
+        policies=policies,
+        headlines=(headline,),
     )
-    return write_job_record(roots, job, outcome)
+    return write_job_record(roots, job, outcome, outputs=_writer(crops, maps, names))
 
 
-JOB = Job("saliency", run_saliency, __doc__, presets={"original": ORIGINAL})
+JOB = Job("saliency", run_saliency, __doc__, presets={"original": PRESET})

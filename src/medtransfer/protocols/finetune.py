@@ -16,7 +16,8 @@ Fixed (docs/original-study.md#defect-e18, #defect-e23):
 
 * the best validation state is a *copy*, and it is restored before testing
   (``restore_best=True``; ``False`` tests the last weights, as the original in effect did);
-* AUC comes from softmax probabilities, never from hard predictions;
+* AUC comes from softmax probabilities (``auc_from="labels"`` reproduces the original's
+  hard-label AUC, which is balanced accuracy);
 * every random draw comes from a seeded generator (see ``finetune_data``), and a run writes
   resumable checkpoints: a run killed and restarted ends with the same weights as one
   that was never interrupted (bitwise on the CPU).
@@ -27,7 +28,6 @@ The backbone is any ``nn.Module`` mapping images (B, 3, H, W) in [0, 1] to featu
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Generator
@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from medtransfer.checkpoints import read_checkpoint, save_tensors, write_checkpoint
 from medtransfer.compute import autocast, grad_scaler, is_cuda
 from medtransfer.errors import ConfigError, ProtocolError
-from medtransfer.fsutil import atomic_write_bytes, sha256_json
+from medtransfer.fsutil import sha256_json
+from medtransfer.progress import progress as progress_display
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.finetune_data import (
     BatchOrder,
@@ -116,10 +117,12 @@ class FinetuneResult:
     test_labels: np.ndarray | None = field(default=None, repr=False)
     test_probs: np.ndarray | None = field(default=None, repr=False)
 
+    auc_from: str = "probabilities"
+
     @property
     def value(self) -> float:
         """The test value of the dataset metric."""
-        return self.metrics[metric_key(self.metric)]
+        return self.metrics[metric_key(self.metric, self.auc_from)]
 
 
 @dataclass
@@ -229,7 +232,7 @@ def validation_metric(
 ) -> float:
     """The dataset metric of ``model`` on the validation ``split`` (percent)."""
     labels, probs = evaluate(model, split, transform, config, device)
-    return metric_from_scores(labels, probs, config.metric)
+    return metric_from_scores(labels, probs, config.metric, auc_from=config.auc_from)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -243,8 +246,8 @@ def _fingerprint(config: FinetuneConfig, data: FinetuneData) -> str:
 
 def _save_checkpoint(path: Path, parts: dict[str, Any], state: _TrainState) -> None:
     """Write the module states, ``state`` and the data-order position atomically."""
+    fingerprint = parts.get("fingerprint", "")
     payload = {
-        "version": CHECKPOINT_VERSION,
         **{k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in parts.items()},
         "step": state.step,
         "best_state": state.best_state,
@@ -255,24 +258,14 @@ def _save_checkpoint(path: Path, parts: dict[str, Any], state: _TrainState) -> N
         "val_curve": [[s, v] for s, v in state.val_curve],
         "done": state.done,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_checkpoint(path, payload, version=CHECKPOINT_VERSION, fingerprint=fingerprint)
 
 
 def _load_checkpoint(path: Path, parts: dict[str, Any], fingerprint: str) -> _TrainState:
     """Load module states from ``path`` into ``parts``; return the saved train state."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ProtocolError(
-            f"The fine-tuning checkpoint {path} cannot be read ({err}); delete it to start over."
-        ) from err
-    if payload.get("version") != CHECKPOINT_VERSION or payload.get("fingerprint") != fingerprint:
-        raise ProtocolError(
-            f"The fine-tuning checkpoint {path} belongs to a run with other settings or data; "
-            "rerun with the same settings, or delete its folder to start over."
-        )
+    payload = read_checkpoint(
+        path, version=CHECKPOINT_VERSION, fingerprint=fingerprint, what="fine-tuning"
+    )
     for name in ("model", "optimizer", "scheduler", "scaler"):
         parts[name].load_state_dict(payload[name])
     return _TrainState(
@@ -372,12 +365,8 @@ def _train(
     model.train()
     with (
         closing(batches),
-        tqdm(
-            total=config.steps,
-            initial=state.step,
-            desc="fine-tune",
-            unit="step",
-            disable=not progress,
+        progress_display(
+            config.steps, "fine-tune", "step", initial=state.step, enabled=progress
         ) as bar,
     ):
         for step, images, labels in batches:
@@ -473,13 +462,11 @@ def finetune(
         tested = "best"
     transform = data.eval_transform(config.image_size)
     labels, probs = evaluate(model, data.test, transform, config, device)
-    metrics = classification_metrics(labels, probs, config.metric)
+    metrics = classification_metrics(labels, probs, config.metric, auc_from=config.auc_from)
     weights = _cpu_copy(model)
     weights_path = None
     if checkpoint_dir is not None:
-        buffer = io.BytesIO()
-        torch.save(weights, buffer)
-        weights_path = atomic_write_bytes(Path(checkpoint_dir) / WEIGHTS_NAME, buffer.getvalue())
+        weights_path = save_tensors(Path(checkpoint_dir) / WEIGHTS_NAME, weights)
     finished = time.perf_counter()
     return FinetuneResult(
         metric=config.metric,
@@ -506,6 +493,7 @@ def finetune(
         weights_path=weights_path,
         test_labels=labels,
         test_probs=probs,
+        auc_from=config.auc_from,
     )
 
 

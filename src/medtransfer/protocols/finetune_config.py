@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from medtransfer.errors import ConfigError
-from medtransfer.protocols.metrics import ACCURACY, AUC, MEAN_PER_CLASS_ACCURACY
+from medtransfer.protocols.metrics import ACCURACY, AUC, AUC_SOURCES, MEAN_PER_CLASS_ACCURACY
 
 FINETUNE_METRICS: tuple[str, ...] = (ACCURACY, MEAN_PER_CLASS_ACCURACY, AUC)
 SEARCH_GRID_SIZE = 2  # points per axis of the original's (lr, wd) grid
@@ -28,6 +28,8 @@ class FinetuneConfig:
     see :mod:`medtransfer.compute`); ``fp16`` scales the loss. ``restore_best`` tests the
     best validation state (our fix); ``False`` tests the last weights, as the original did.
     ``workers`` is the number of DataLoader processes (results do not depend on it).
+    ``auc_from`` (metric ``auc`` only): ``probabilities`` (a ranking AUC, our fix) or
+    ``labels`` (the original's hard-label AUC, for early stopping and the test).
     """
 
     lr: float = 1e-2
@@ -46,6 +48,7 @@ class FinetuneConfig:
     metric: str = ACCURACY
     restore_best: bool = True
     workers: int = 0
+    auc_from: str = "probabilities"
 
     def __post_init__(self) -> None:
         if self.metric not in FINETUNE_METRICS:
@@ -68,10 +71,23 @@ class FinetuneConfig:
             )
         if self.seed < 0 or self.workers < 0:
             raise ConfigError("Fine-tuning seed and workers must be non-negative.")
+        if self.auc_from not in AUC_SOURCES:
+            raise ConfigError(
+                f"--auc-from must be one of {', '.join(AUC_SOURCES)}, got {self.auc_from!r}."
+            )
 
     def training_key(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed (all but workers and
-        restore_best, which do not change the training trajectory)."""
-        key = asdict(self)
+        restore_best, which do not change the training trajectory, and auc_from unless the
+        metric is auc)."""
+        key = self.identity()
         del key["workers"], key["restore_best"]
+        return key
+
+    def identity(self) -> dict[str, Any]:
+        """Every field, without ``auc_from`` when it cannot matter (a metric other than
+        auc), so runs of other metrics keep the keys they had before the field existed."""
+        key = asdict(self)
+        if self.metric != AUC:
+            del key["auc_from"]
         return key

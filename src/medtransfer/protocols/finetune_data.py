@@ -41,6 +41,7 @@ __all__ = [
     "ImageTransform",
     "TrainImages",
     "augment_image",
+    "crop_min_side",
     "derive_seed",
     "random_resized_crop_params",
 ]
@@ -54,6 +55,24 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 _ORDER_TAG = 1  # seed-derivation tags keep the two streams apart
 _AUGMENT_TAG = 2
+
+
+def crop_min_side(
+    image_size: int,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+) -> int:
+    """The shorter side (px) an image needs so that the smallest random resized crop still
+    spans ``image_size`` pixels and is never enlarged.
+
+    A crop covers at least ``scale[0]`` of the image's area ``A`` with an aspect ratio in
+    ``ratio``, so its shorter side is at least ``sqrt(scale[0] * min(ratio[0], 1 /
+    ratio[1]) * A)``, and ``A >= S^2`` for an image whose shorter side is ``S``: 915 px for
+    224-px crops at the original's scale (0.08, 1) and ratio (3/4, 4/3). A pre-resized copy
+    smaller than that changes what fine-tuning trains on (a 256-px copy gives ~63-px crops,
+    enlarged 3.5x, where the original cropped hundreds of pixels from the full image).
+    """
+    return math.ceil(image_size / math.sqrt(scale[0] * min(ratio[0], 1 / ratio[1])))
 
 
 def derive_seed(*parts: int) -> int:

@@ -12,13 +12,17 @@ Here the same procedure runs on cached features with either solver:
 * ``solver="sklearn"``: the original's procedure literally (one estimator reused along the
   grid and for the refit), with ConvergenceWarnings counted instead of silenced
   (docs/original-study.md#defect-e14).
+* ``solver="sklearn-legacy"``: the same procedure with scikit-learn < 1.4's lbfgs (the
+  version the 2022 runs had), emulated (:mod:`medtransfer.protocols.sklearn_legacy`):
+  scikit-learn 1.4 rescaled the objective and changed the optimiser's stopping settings,
+  so an installed scikit-learn >= 1.4 stops its unconverged fits elsewhere.
 * ``solver="torch"``: :func:`fit_logreg_path`, the same objective and tolerance, warm
   started along the grid, by default with up to 1000 iterations so that every fit
   converges (the original stopped at 100 and hid the warnings).
 
 Refit start (``refit_init``): the original's estimator still held the last grid point's
 coefficients (C = 1e-5, fitted on train), so its refit started there (``"last"``, the
-default for ``solver="sklearn"``). The torch default starts from the chosen C's train
+default for both scikit-learn solvers). The torch default starts from the chosen C's train
 solution (``"chosen"``), which is closer to the refit's optimum; ``"zeros"`` is a cold
 start. A converged refit reaches the same optimum from any start; only unconverged ones
 differ. With ``fixed_C`` the refit starts from zeros, as the original's fresh estimator did.
@@ -28,6 +32,7 @@ two-class fits minimised a two-vector softmax objective, which equals scikit-lea
 binomial objective at 2C (:mod:`medtransfer.protocols.logreg`). The default
 ``binary="multinomial"`` keeps the original's meaning of C for both solvers (scikit-learn
 is then fitted at 2C); ``binary="binomial"`` uses today's scikit-learn meaning.
+``solver="sklearn-legacy"`` always fits the original's two-vector objective itself.
 """
 
 from __future__ import annotations
@@ -53,8 +58,12 @@ from medtransfer.protocols.metrics import (
     classification_metrics,
     dataset_metric,
 )
+from medtransfer.protocols.sklearn_legacy import fit_legacy_path
 
-Solver = Literal["torch", "sklearn"]
+Solver = Literal["torch", "sklearn", "sklearn-legacy"]
+SOLVERS: tuple[str, ...] = ("torch", "sklearn", "sklearn-legacy")
+#: The scikit-learn solvers: the original's procedure, max_iter 100, refit from the last C.
+SKLEARN_SOLVERS: tuple[str, ...] = ("sklearn", "sklearn-legacy")
 RefitInit = Literal["last", "chosen", "zeros"]
 
 
@@ -125,8 +134,13 @@ class _Fitter:
         device: str | torch.device,
         dtype: torch.dtype,
     ) -> None:
-        if solver not in ("torch", "sklearn"):
-            raise ProtocolError(f"solver must be 'torch' or 'sklearn', not {solver!r}.")
+        if solver not in SOLVERS:
+            raise ProtocolError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}.")
+        if solver == "sklearn-legacy" and binary != "multinomial":
+            raise ProtocolError(
+                "solver 'sklearn-legacy' fits the original's two-class multinomial objective; "
+                "binary='binomial' needs solver 'sklearn' or 'torch'."
+            )
         self.solver, self.max_iter, self.tol, self.binary = solver, max_iter, tol, binary
         self.device, self.dtype = device, dtype
         self.estimator = None  # the reused scikit-learn estimator
@@ -139,8 +153,11 @@ class _Fitter:
         init: LogRegModel | None,
         keep_estimator: bool,
     ) -> list[LogRegModel]:
-        """Fit (N, D) ``X`` and (N,) ``y`` at each C in order; torch starts from ``init``,
-        scikit-learn from its previous estimator when ``keep_estimator``."""
+        """Fit (N, D) ``X`` and (N,) ``y`` at each C in order; torch and the legacy
+        emulation start from ``init``, scikit-learn from its previous estimator when
+        ``keep_estimator``."""
+        if self.solver == "sklearn-legacy":
+            return fit_legacy_path(X, y, Cs, max_iter=self.max_iter, tol=self.tol, init=init)
         if self.solver == "sklearn":
             estimator = self.estimator if keep_estimator else None
             models, self.estimator = fit_sklearn_path(
@@ -191,18 +208,18 @@ def linear_evaluation(
     ``X_*``: (N_*, D) float features; ``y_*``: (N_*,) labels. trainval is train followed by
     val. ``metric``: the dataset's metric name (``accuracy`` or ``mean per-class
     accuracy``), used for selection and reported on test. ``fixed_C`` skips validation
-    (the original's ``--C``). ``refit_init`` defaults to ``"last"`` for scikit-learn (the
-    original) and ``"chosen"`` for torch. ``max_iter`` defaults to 100 for scikit-learn
-    (the original) and 1000 for torch; ``tol`` is scikit-learn's gradient tolerance for
-    both. ``binary``: the two-class objective (module docstring). ``device`` and ``dtype``:
-    see :func:`fit_logreg_path` (torch only).
+    (the original's ``--C``). ``refit_init`` defaults to ``"last"`` for the scikit-learn
+    solvers (the original) and ``"chosen"`` for torch. ``max_iter`` defaults to 100 for the
+    scikit-learn solvers (the original) and 1000 for torch; ``tol`` is scikit-learn's
+    gradient tolerance for all. ``binary``: the two-class objective (module docstring).
+    ``device`` and ``dtype``: see :func:`fit_logreg_path` (torch only).
     """
     if metric not in METRICS:
         raise ProtocolError(f"Unknown metric {metric!r}; known: {', '.join(METRICS)}.")
     if max_iter is None:
-        max_iter = 100 if solver == "sklearn" else 1000
+        max_iter = 100 if solver in SKLEARN_SOLVERS else 1000
     if refit_init is None:
-        refit_init = "last" if solver == "sklearn" else "chosen"
+        refit_init = "last" if solver in SKLEARN_SOLVERS else "chosen"
     if refit_init not in ("last", "chosen", "zeros"):
         raise ProtocolError(f"refit_init must be last, chosen or zeros, not {refit_init!r}.")
     if solver == "sklearn" and refit_init == "chosen":

@@ -13,6 +13,9 @@ from medtransfer.errors import ProtocolError
 ACCURACY = "accuracy"
 MEAN_PER_CLASS_ACCURACY = "mean per-class accuracy"
 AUC = "auc"
+#: Where an AUC comes from: the positive class's probability (a ranking AUC, the default)
+#: or hard argmax labels (the original's ``finetune_auc.py``, docs/original-study.md#defect-e23).
+AUC_SOURCES: tuple[str, ...] = ("probabilities", "labels")
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -52,11 +55,28 @@ def binary_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y_true, np.asarray(scores, dtype=np.float64)) * 100)
 
 
+def hard_label_auc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """What the original's ``finetune_auc.py`` reported as AUC, in percent:
+    ``roc_auc_score`` of 0/1 labels ``y_true`` (N,) against argmax predictions ``y_pred``
+    (N,), i.e. (TPR + TNR) / 2, the balanced accuracy of a binary task, not a ranking AUC
+    (docs/original-study.md#defect-e23). The original printed the fraction with a "%"."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    if set(np.unique(y_true)) != {0, 1}:
+        raise ProtocolError("AUC needs a binary task with both classes present in y_true.")
+    return float(roc_auc_score(y_true, np.asarray(y_pred, dtype=np.float64)) * 100)
+
+
 METRICS = {ACCURACY: accuracy, MEAN_PER_CLASS_ACCURACY: mean_per_class_accuracy}
 
 
-def metric_key(name: str) -> str:
-    """The record key of a metric: ``mean per-class accuracy`` -> ``mean_per_class_accuracy``."""
+def metric_key(name: str, auc_from: str = "probabilities") -> str:
+    """The record key of a metric: ``mean per-class accuracy`` -> ``mean_per_class_accuracy``;
+    ``auc`` from hard labels -> ``auc_from_labels`` (the ``auc`` key always holds the
+    ranking AUC)."""
+    if name == AUC and auc_from == "labels":
+        return "auc_from_labels"
     return name.replace(" ", "_").replace("-", "_")
 
 
@@ -80,37 +100,55 @@ def auc_defined(y_true: np.ndarray, classes: np.ndarray) -> bool:
 
 
 def metric_from_scores(
-    y_true: np.ndarray, scores: np.ndarray, metric: str, *, classes: np.ndarray | None = None
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    metric: str,
+    *,
+    classes: np.ndarray | None = None,
+    auc_from: str = "probabilities",
 ) -> float:
     """``metric`` (percent) of class scores ``scores`` (N, K) against ``y_true`` (N,).
 
     ``classes`` (K,) labels the score columns (default 0..K-1). ``auc`` needs K == 2 and ranks
-    by the score of the positive class ``classes[1]``; the accuracies use ``argmax``.
+    by the score of the positive class ``classes[1]`` (``auc_from="labels"``: by the argmax
+    label instead, :func:`hard_label_auc`); the accuracies use ``argmax``.
     """
     scores = np.asarray(scores)
     columns = _columns(scores, classes)
     if metric == AUC:
         if len(columns) != 2:
             raise ProtocolError(f"AUC needs a binary task; this one has {len(columns)} classes.")
+        if auc_from not in AUC_SOURCES:
+            raise ProtocolError(f"auc_from must be one of {AUC_SOURCES}, not {auc_from!r}.")
         positive = (np.asarray(y_true) == columns[1]).astype(np.int64)
+        if auc_from == "labels":
+            return hard_label_auc(positive, (scores.argmax(axis=1) == 1).astype(np.int64))
         return binary_auc(positive, scores[:, 1])
     return dataset_metric(metric, y_true, columns[scores.argmax(axis=1)])
 
 
 def classification_metrics(
-    y_true: np.ndarray, scores: np.ndarray, metric: str, *, classes: np.ndarray | None = None
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    metric: str,
+    *,
+    classes: np.ndarray | None = None,
+    auc_from: str = "probabilities",
 ) -> dict[str, float]:
     """The test metrics every protocol records, in percent, from ``scores`` (N, K).
 
-    Keys: ``metric_key(metric)``, ``accuracy``, ``balanced_accuracy`` (predictions are the
-    argmax of the scores) and ``auc`` from the positive-class score where
-    :func:`auc_defined` holds. ``classes`` (K,) labels the score columns (default 0..K-1).
+    Keys: ``metric_key(metric, auc_from)``, ``accuracy``, ``balanced_accuracy``
+    (predictions are the argmax of the scores) and ``auc`` from the positive-class score
+    where :func:`auc_defined` holds. ``classes`` (K,) labels the score columns (default
+    0..K-1).
     """
     scores = np.asarray(scores)
     columns = _columns(scores, classes)
     predictions = columns[scores.argmax(axis=1)]
     out = {
-        metric_key(metric): metric_from_scores(y_true, scores, metric, classes=columns),
+        metric_key(metric, auc_from): metric_from_scores(
+            y_true, scores, metric, classes=columns, auc_from=auc_from
+        ),
         ACCURACY: accuracy(y_true, predictions),
         "balanced_accuracy": mean_per_class_accuracy(y_true, predictions),
     }

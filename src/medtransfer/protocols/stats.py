@@ -116,15 +116,17 @@ def metrics_with_interval(
     n_resamples: int,
     seed: int,
     classes: np.ndarray | None = None,
+    auc_from: str = "probabilities",
 ) -> dict[str, object]:
     """:func:`~medtransfer.protocols.metrics.classification_metrics` of ``scores`` (N, K)
     against ``y_true`` (N,), with the bootstrap interval of the main metric
-    (:func:`interval_entries`). ``classes`` (K,) labels the score columns."""
+    (:func:`interval_entries`). ``classes`` (K,) labels the score columns; ``auc_from``: see
+    :func:`~medtransfer.protocols.metrics.metric_from_scores`."""
     return {
-        **classification_metrics(y_true, scores, metric, classes=classes),
+        **classification_metrics(y_true, scores, metric, classes=classes, auc_from=auc_from),
         **interval_entries(
-            metric_key(metric),
-            lambda t, s: metric_from_scores(t, s, metric, classes=classes),
+            metric_key(metric, auc_from),
+            lambda t, s: metric_from_scores(t, s, metric, classes=classes, auc_from=auc_from),
             y_true,
             scores,
             n_resamples=n_resamples,

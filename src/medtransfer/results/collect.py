@@ -34,8 +34,9 @@ class RecordFile:
 
     @property
     def label(self) -> str:
-        """The run's label (``params.label``, e.g. ``supervised_r18@my``), else its model."""
-        label = self.params.get("label")
+        """The run's label (``params.label`` where a record has one, else the record's
+        ``label``, e.g. ``supervised_r18@my``), else its model."""
+        label = self.params.get("label") or self.data.get("label")
         return str(label) if label else str(self.data["model"])
 
 

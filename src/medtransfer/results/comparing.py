@@ -81,6 +81,10 @@ def matches(record: RecordFile, expected: dict[str, Any]) -> bool:
         elif key in ("image_size", "resize"):
             if value is not None and preprocessing.get(key) != value:
                 return False
+        elif key == "ks" and "ks" in params:  # k above the bank were dropped, and named
+            ran = set(params["ks"]) | set(record.data.get("ks_dropped") or [])
+            if ran != set(value):
+                return False
         elif key in params and params[key] != value:
             return False
     return True

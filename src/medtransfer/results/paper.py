@@ -159,9 +159,9 @@ def value_columns() -> list[str]:
 
 def paper_row(record: Mapping[str, Any]) -> str:
     """The full_data.csv row a record belongs to: the published model's name there, or the
-    run's label (``params.label``, else its model) for any other run."""
+    run's label (the record's ``label``, else its model) for any other run."""
     params = record["params"]
-    label = params.get("label") or record["model"]
+    label = params.get("label") or record.get("label") or record["model"]
     if params.get("weights") or label != record["model"]:
         return str(label)
     for model in published_models():

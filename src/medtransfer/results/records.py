@@ -1,11 +1,14 @@
 """Run records: one self-describing JSON file per run, plus a log for people.
 
-Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
-``<run_id>.log`` beside it and, for runs that produce files (maps, pictures, curves), a
-folder ``<run_id>/`` of outputs. ``run_id`` is the UTC start time plus the first 8 hex digits
-of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
-each other and one configuration's runs sort together in time. The schema is documented in
-``docs/records.md``; bump :data:`SCHEMA_VERSION` on any incompatible change.
+Records live at ``<results>/<protocol>/<label>/<dataset>/<run_id>.json`` with the log at
+``<run_id>.log`` beside it, and a job's output files (images, arrays) in the folder
+``<run_id>/`` (:func:`outputs_folder`). The label (:func:`run_label`) is the model's catalog
+name for its own weights and ``MODEL@<file stem>`` (or the user's ``--label``) for a weights
+file, so runs of one architecture with different weights never share a folder. ``run_id``
+is the UTC start time plus the first 8 hex digits of the hash of (protocol, model, label,
+dataset, params, seed), so repeated runs never overwrite each other and one configuration's
+runs sort together in time. The schema is documented in ``docs/records.md``; bump
+:data:`SCHEMA_VERSION` on any incompatible change.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import datetime as dt
 import io
 import platform
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 import medtransfer
+from medtransfer.errors import ConfigError
 from medtransfer.fsutil import (
     atomic_directory,
     atomic_write_bytes,
@@ -36,7 +40,44 @@ SCHEMA_VERSION = 1
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "x"
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name).strip("_") or "x"
+
+
+def run_label(
+    model: str, label: str | None, weights_file: Path | None, reserved: Collection[str]
+) -> str:
+    """The name a run is filed and tabled under.
+
+    ``model``: the catalog name; ``label``: the user's ``--label`` (None: the default);
+    ``weights_file``: a ``--weights`` file (None: the catalog's own weights);
+    ``reserved``: every catalog model name and alias. Without a weights file the default is
+    ``model``; with one, ``MODEL@<file stem>``. A label that names a catalog model is only
+    that model's own (a random baseline and a checkpoint of its architecture must never
+    share a folder).
+
+    Raises:
+        ConfigError: an empty label, or a label naming a catalog model other than the run's
+            own weights.
+    """
+    if label is None:
+        return model if weights_file is None else f"{model}@{Path(weights_file).stem}"
+    label = label.strip()
+    if not label:
+        raise ConfigError("--label must not be empty.")
+    if label.lower() in {name.lower() for name in reserved} and (
+        weights_file is not None or label != model
+    ):
+        whose = f"your weights file {weights_file}" if weights_file else f"model {model}"
+        raise ConfigError(
+            f"--label {label} names a catalog model; runs of {whose} would be filed beside "
+            f"that model's own. Choose another label (e.g. {model}@{label})."
+        )
+    return label
+
+
+def record_folder(results_root: Path, record: Record) -> Path:
+    """``<results>/<protocol>/<label>/<dataset>``, each part a safe folder name."""
+    return results_root / _safe(record.protocol) / _safe(record.label) / _safe(record.dataset)
 
 
 def git_commit() -> str | None:
@@ -86,21 +127,27 @@ class Record:
     timings: dict[str, float]
     environment: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    weights_file: dict[str, str] | None = None
     created: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
 
+    def __post_init__(self) -> None:
+        self.label = self.label or self.model
+
     def config_hash(self) -> str:
         """Hash of what defines the run (not its outputs, timings or environment)."""
-        return sha256_json(
-            {
-                "protocol": self.protocol,
-                "model": self.model,
-                "dataset": self.dataset,
-                "params": self.params,
-                "seed": self.seed,
-            }
-        )
+        config = {
+            "protocol": self.protocol,
+            "model": self.model,
+            "dataset": self.dataset,
+            "params": self.params,
+            "seed": self.seed,
+        }
+        if self.label != self.model:
+            config["label"] = self.label
+        return sha256_json(config)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,11 +155,13 @@ class Record:
             "created": self.created,
             "protocol": self.protocol,
             "model": self.model,
+            "label": self.label,
             "dataset": self.dataset,
             "params": self.params,
             "seed": self.seed,
             "metrics": self.metrics,
             "weights_sha256": self.weights_sha256,
+            "weights_file": self.weights_file,
             "manifest_hash": self.manifest_hash,
             "config_hash": self.config_hash(),
             "timings": self.timings,
@@ -131,21 +180,22 @@ def write_record(
     record: Record,
     log_lines: list[str],
     arrays: Mapping[str, np.ndarray] | None = None,
+    *,
     outputs: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
+    """Write ``record`` as JSON and ``log_lines`` as its log, atomically, in
+    :func:`record_folder`; returns the JSON path.
+
+    ``outputs(folder)``, when given, writes the run's output files into ``folder``, which
+    becomes :func:`outputs_folder` of the record, complete, before the record is written
+    (so a record never points at missing outputs).
 
     ``arrays`` (name -> array), when given and not empty, go to the compressed sidecar
     :func:`sidecar_path`, written before the JSON (a record that exists has its sidecar
     complete); ``record.extra["arrays"]`` (so the record's ``arrays`` key) is set to the
     file's name and each array's shape and dtype.
-
-    ``outputs(folder)`` writes the run's output files into a folder that becomes
-    :func:`outputs_folder` of the record once complete (it is filled under a temporary
-    name first); the record then names it under the key ``outputs``. The JSON is written
-    last, so a record never points at a missing sidecar or folder.
     """
-    folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
+    folder = record_folder(results_root, record)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
     path = folder / f"{run_id}.json"
@@ -153,6 +203,9 @@ def write_record(
     while path.exists() or outputs_folder(path).exists():
         counter += 1
         path = folder / f"{run_id}-{counter}.json"
+    if outputs is not None:
+        with atomic_directory(outputs_folder(path)) as staging:
+            outputs(staging)
     if arrays:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -164,10 +217,6 @@ def write_record(
                 for k, v in arrays.items()
             },
         }
-    if outputs is not None:
-        with atomic_directory(outputs_folder(path)) as tmp:
-            outputs(tmp)
-        record.extra = {**record.extra, "outputs": outputs_folder(path).name}
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path

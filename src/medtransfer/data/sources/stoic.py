@@ -300,6 +300,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         few_shot_resize="shorter",
         read=read_stoic,
         load=load_stoic,
+        orientations={"radiological": load_stoic, "original": load_stoic_original},
         description=(
             "2,000 chest CTs from the STOIC 2021 challenge (French multicentre); COVID-19 "
             "negative vs positive, from each volume's middle axial slice."
