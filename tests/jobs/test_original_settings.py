@@ -59,6 +59,8 @@ def test_uncertain_original_is_each_protocols_rule() -> None:
         "knn": "negative",
         "finetune": "negative",
         "finetune-auc": "positive",
+        "saliency": "positive",  # the analyses use no label
+        "invariance": "positive",
     }
     assert original.resolve_data(DataOptions("chexpert"), "linear").uncertain == "positive"
     with pytest.raises(ConfigError, match="resolve it"):

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from medtransfer.analysis.batchnorm import batchnorm_statistics
 from medtransfer.analysis.transforms import ViewPlan
 from medtransfer.compute import autocast
 from medtransfer.fsutil import atomic_save_array
 from medtransfer.models.backbone import Backbone
+from medtransfer.progress import progress as show_progress
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def clean_features(
     order = np.concatenate(batches) if len(batches) else np.zeros(0, dtype=np.int64)
     images = _stream(len(order), lambda i: preprocess(load(paths[int(order[i])])), workers)
     out: list[np.ndarray] = []
-    with tqdm(total=len(order), desc="clean images", unit="img", disable=not progress) as bar:
+    with show_progress(len(order), "clean images", "img", enabled=progress) as bar:
         for batch in batches:
             stacked = torch.stack([next(images)[1] for _ in range(len(batch))])
             out.append(network.features(stacked, batchnorm))
@@ -122,10 +122,10 @@ def view_features(
     todo = [i for i in range(n) if not saved[i].is_file()]
     views = _stream(len(todo), lambda t: plan.views(load(paths[todo[t]]), todo[t]), workers)
     pending: list[tuple[int, Tensor]] = []
-    with tqdm(
-        total=n * k, desc=f"{plan.transform} views", unit="view", disable=not progress
+    done = (n - len(todo)) * k
+    with show_progress(
+        n * k, f"{plan.transform} views", "view", enabled=progress, initial=done
     ) as bar:
-        bar.update((n - len(todo)) * k)
         for position, (_, stack) in enumerate(views):
             pending.append((todo[position], stack))
             full = sum(len(s) for _, s in pending) >= batch_size or batchnorm != "eval"

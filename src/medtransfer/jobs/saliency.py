@@ -142,13 +142,13 @@ def _scores(
     """The occlusion scores of one image, from the cache or computed (resumably)."""
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
     from medtransfer.analysis.batchnorm import batchnorm_statistics
-    from medtransfer.analysis.saliency import occlusion_scores
+    from medtransfer.analysis.saliency import occlusion_scores, window_positions
     from medtransfer.compute import autocast
     from medtransfer.data.prepare import file_stats
     from medtransfer.fsutil import atomic_save_array, sha256_json
+    from medtransfer.progress import progress as show_progress
 
     backbone = job.backbone
     key = sha256_json(
@@ -175,15 +175,23 @@ def _scores(
     trunk = backbone.trunk.to(device)
     with torch.inference_mode():
         normalised = backbone.normalize.to(device)(pixels[None].to(device))[0]
-    last = [time.monotonic()]
-    bar = tqdm(desc=f"occlusions {Path(image.name).name}", unit="win", disable=not progress)
+    side = len(window_positions(options.image_size, options.patch, options.stride))
+    already = 0 if done is None else int(np.count_nonzero(~np.isnan(done)))
+    last = {"time": time.monotonic(), "count": already}
+    bar = show_progress(
+        side * side,
+        f"occlusions of {Path(image.name).name}",
+        "win",
+        enabled=progress,
+        initial=already,
+    )
 
     def checkpoint(count: int, total: int, scores: np.ndarray) -> None:
-        bar.total = total
-        bar.update(count - bar.n)
-        if time.monotonic() - last[0] >= CHECKPOINT_SECONDS and count < total:
+        bar.update(count - last["count"])
+        last["count"] = count
+        if time.monotonic() - last["time"] >= CHECKPOINT_SECONDS and count < total:
             atomic_save_array(partial, scores)
-            last[0] = time.monotonic()
+            last["time"] = time.monotonic()
 
     def features(batch: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):
@@ -366,7 +374,7 @@ def run_saliency(
     policies = {
         "images": drawn,
         "occlusion": f"{options.patch}-px patch at stride {options.stride}, value 0 after the "
-        f"model's normalisation ({extra['occluder']})",
+        f"model's normalisation: {extra['occluder']}",
         "batchnorm": "running statistics (eval mode)"
         if options.batchnorm == "eval"
         else "each pass normalised by its own statistics (the original's batch-of-one train "
