@@ -3,15 +3,24 @@
 Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
 ``<run_id>.log`` beside it. ``run_id`` is the UTC start time plus the first 8 hex digits
 of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
-each other and one configuration's runs sort together in time. The schema is documented in
-``docs/records.md``; bump :data:`SCHEMA_VERSION` on any incompatible change.
+each other and one configuration's runs sort together in time; a second run that starts in
+the same second gets the next free ``-2``, ``-3``, ... suffix, claimed atomically (two
+processes can never pick the same name). The schema is documented in ``docs/records.md``;
+bump :data:`SCHEMA_VERSION` on any incompatible change.
+
+Code that runs jobs on behalf of something else (a sweep) can add keys to every record
+written inside a :func:`record_context` block, without the jobs knowing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,21 @@ import medtransfer
 from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
 
 SCHEMA_VERSION = 1
+
+_CONTEXT: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "record_context", default=()
+)
+
+
+@contextlib.contextmanager
+def record_context(**keys: Any) -> Iterator[None]:
+    """Every record built inside the block carries ``keys`` as extra top-level keys (a sweep
+    tags its records with the cell they belong to); they are not part of ``config_hash``."""
+    token = _CONTEXT.set((*_CONTEXT.get(), *keys.items()))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 def _safe(name: str) -> str:
@@ -106,6 +130,7 @@ class Record:
             "config_hash": self.config_hash(),
             "timings": self.timings,
             "environment": self.environment,
+            **dict(_CONTEXT.get()),
             **self.extra,
         }
 
@@ -115,11 +140,25 @@ def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Pa
     folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
-    path = folder / f"{run_id}.json"
-    counter = 1
-    while path.exists():
-        counter += 1
-        path = folder / f"{run_id}-{counter}.json"
+    path = _claim(folder, run_id)
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
+
+
+def _claim(folder: Path, run_id: str) -> Path:
+    """The first free ``<run_id>[-N].json`` in ``folder``, claimed for this process by
+    creating its ``.log`` exclusively (``O_EXCL``: of several processes asking at once,
+    exactly one gets each name); the log is then overwritten atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    while True:
+        path = folder / (f"{run_id}.json" if counter == 1 else f"{run_id}-{counter}.json")
+        counter += 1
+        if path.exists():
+            continue
+        try:
+            os.close(os.open(path.with_suffix(".log"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return path
