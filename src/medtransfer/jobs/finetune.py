@@ -236,4 +236,4 @@ def run_finetune(
     return write_job_record(roots, job, outcome)
 
 
-JOB = Job("finetune", run_finetune, __doc__)
+JOB = Job("finetune", run_finetune, __doc__, result_options=("batch_size",))

@@ -13,6 +13,12 @@ required flag; a field declared with ``cli=False`` has no flag (it is set by cod
 settings a preset expanded to); a class attribute ``CLI_GROUP`` puts the class's flags
 under that heading.
 
+A field declared with ``output_only=True`` changes where, how fast or how visibly a result
+is computed (device, workers, batch size of frozen passes, progress bars), never the result
+itself: resume keys (:mod:`medtransfer.sweep.hashing`) leave it out, so setting it never
+re-runs finished work. A job whose result does depend on such a field names it in
+:attr:`medtransfer.jobs.base.Job.result_options` (fine-tuning: the training batch).
+
 A flag the user did not give is absent from the parsed arguments (its argparse default is
 ``SUPPRESS``), so :func:`given_values` tells the values the user chose from the defaults,
 and a preset (:meth:`medtransfer.jobs.base.Job.resolve`) can fill in only the rest.
@@ -45,9 +51,17 @@ def option(
     choices: tuple[str, ...] | None = None,
     parse: Parser | None = None,
     cli: bool = True,
+    output_only: bool = False,
 ) -> Any:
     """A dataclass field with its command-line form (module docstring)."""
-    metadata = {"help": help, "flags": flags, "choices": choices, "parse": parse, "cli": cli}
+    metadata = {
+        "help": help,
+        "flags": flags,
+        "choices": choices,
+        "parse": parse,
+        "cli": cli,
+        "output_only": output_only,
+    }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
