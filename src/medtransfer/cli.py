@@ -71,7 +71,8 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "the same command resumes; `medtransfer sweep status GRID.yaml` lists every cell as "
         "done, running, failed or pending with its record. See docs/sweeps.md.",
     )
-    sweep.add_argument("words", nargs="+", metavar="[status] GRID.yaml", help="the grid file")
+    sweep.add_argument("target", metavar="GRID.yaml|status", help="the grid file, or `status`")
+    sweep.add_argument("grid", nargs="?", metavar="GRID.yaml", help="after `status`: the grid file")
     sweep.add_argument(
         "--executor",
         choices=("local", "slurm", "submitit-local"),

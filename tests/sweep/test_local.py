@@ -29,18 +29,18 @@ def test_a_grid_runs_once_resumes_and_reports_its_failures(
     assert main(sweep_args(results, sweep_cache, str(path), "--jobs", "2")) == 1
     out = capsys.readouterr().out
     assert records_by_cell(results) == {cell.key: 1 for cell in good}
+    assert list((results / "sweeps").rglob("*.plan"))  # the workers' plan
+    assert not list((results / "sweeps").rglob("*.json"))  # nothing that looks like a record
     for cell in good:  # in the normal results root, where `medtransfer report` reads
         record = results / read_state(cell_files(results, cell.key))["record"]
         assert record.parts[-4:-1] == (cell.protocol, "random_r18", cell.raw["dataset"])
         assert json.loads(record.read_text())["sweep"]["grid"] == "tiny"
-    extracted = [  # cells sharing features ran together: each set extracted at most once
-        cell.reuse
-        for cell in good
-        if json.loads(
-            results.joinpath(read_state(cell_files(results, cell.key))["record"]).read_text()
-        ).get("features_extracted")
+    records = [
+        json.loads((results / read_state(cell_files(results, c.key))["record"]).read_text())
+        for c in good
     ]
-    assert len(extracted) == len(set(extracted))
+    extracted = [r["feature_key"] for r in records if r["features_extracted"]]
+    assert len(extracted) == len(set(extracted))  # each set of features extracted once at most
     log = cell_files(results, failing.key).log
     assert f"FAILED {failing.label}" in out and f"log:   {log}" in out
     assert f"--only {failing.short} --rerun-failed" in out

@@ -14,7 +14,7 @@ from medtransfer.config import Roots
 from medtransfer.errors import ConfigError
 from medtransfer.sweep.cells import Cell
 from medtransfer.sweep.grid import Grid, load_grid
-from medtransfer.sweep.order import make_units, stages
+from medtransfer.sweep.order import Unit, make_units, stages
 from medtransfer.sweep.runner import RunContext, adopt_records, retry_command, wants_run
 from medtransfer.sweep.state import (
     DONE,
@@ -35,12 +35,11 @@ USAGE = "medtransfer sweep GRID.yaml [options]  |  medtransfer sweep status GRID
 
 def sweep_command(roots: Roots, args: argparse.Namespace) -> int:
     """Dispatch ``sweep GRID`` and ``sweep status GRID``."""
-    words = list(args.words)
-    if len(words) == 2 and words[0] == "status":
-        return sweep_status(roots, Path(words[1]), args.only)
-    if len(words) != 1:
+    if args.target == "status" and args.grid is not None:
+        return sweep_status(roots, Path(args.grid), args.only)
+    if args.grid is not None or args.target == "status":
         raise ConfigError(f"Give one grid file; usage: {USAGE}")
-    return run_sweep(roots, Path(words[0]), args)
+    return run_sweep(roots, Path(args.target), args)
 
 
 def _select(grid: Grid, only: Sequence[str] | None) -> list[Cell]:
@@ -158,7 +157,7 @@ def run_sweep(roots: Roots, path: Path, args: argparse.Namespace) -> int:
     return _report(ctx, cells)
 
 
-def _execute(ctx: RunContext, units: list, args: argparse.Namespace) -> list[str]:
+def _execute(ctx: RunContext, units: list[Unit], args: argparse.Namespace) -> list[str]:
     """Run the units stage by stage; a stage that leaves cells unfinished stops the rest."""
     problems: list[str] = []
     by_stage = stages(units)

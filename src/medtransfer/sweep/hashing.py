@@ -27,10 +27,12 @@ from medtransfer.jobs.base import Job
 #: Bumped when the key's recipe changes (every cell then counts as new).
 KEY_VERSION = 1
 
-#: Option fields the stored features of a cell depend on besides the model's fields:
-#: the dataset, the preprocessing (``data.transforms.Preprocessing``'s fields), the
-#: precision of the forward passes and where the pixels come from.
-FEATURE_FIELDS: tuple[str, ...] = ("dataset", "image_size", "resize", "precision", "use_prepared")
+#: Option fields the stored features of a cell depend on besides the model's fields: the
+#: dataset, the crop size, the precision of the forward passes and where the pixels come
+#: from. The resize geometry (``Preprocessing.resize``) is left out on purpose: some jobs
+#: fix it without an option (kNN and linear resize the shorter side), so cells that differ
+#: only in it may or may not share features; keeping them together costs nothing.
+FEATURE_FIELDS: tuple[str, ...] = ("dataset", "image_size", "precision", "use_prepared")
 
 
 def json_value(value: Any) -> Any:
@@ -77,7 +79,8 @@ def cell_key(job: Job, options: tuple[Any, ...]) -> str:
 def reuse_key(options: tuple[Any, ...]) -> str | None:
     """A hash of what the features of a run with ``options`` depend on: every field of the
     model options and :data:`FEATURE_FIELDS` (None for jobs over neither a model nor a
-    dataset). Cells with one reuse key read the same stored features."""
+    dataset). Cells that read the same stored features have one reuse key (cells with one
+    key may still need different features: see :data:`FEATURE_FIELDS`)."""
     from medtransfer.jobs.options import ModelOptions
 
     values: dict[str, Any] = {}

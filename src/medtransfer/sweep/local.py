@@ -57,7 +57,7 @@ def _exit_text(code: int) -> str:
 
 def write_plan(ctx: RunContext, units: Sequence[Unit]) -> Path:
     """Write the plan the workers read (the run's context and every unit); its path."""
-    plan = ctx.folder / "runs" / f"{ctx.run_id}.json"
+    plan = ctx.folder / "runs" / f"{ctx.run_id}.plan"
     atomic_write_json(plan, {"context": ctx.to_json(), "units": [u.to_json() for u in units]})
     return plan
 

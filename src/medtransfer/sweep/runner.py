@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ def retry_command(ctx: RunContext, cell: Cell) -> str:
     )
 
 
-def run_cell(ctx: RunContext, cell: Cell, *, say: Any = print) -> str:
+def run_cell(ctx: RunContext, cell: Cell, *, say: Callable[[str], None] = print) -> str:
     """Run ``cell`` unless another process has finished it (or it failed before and
     ``rerun_failed`` is off); returns its state afterwards (``done``, ``failed``) or
     ``skipped``. Waits while another process runs it."""
@@ -214,7 +214,9 @@ def _run_job(ctx: RunContext, cell: Cell, attempt: str) -> Path:
     return result.record_path
 
 
-def run_unit(ctx: RunContext, unit: Unit, *, say: Any = print) -> list[tuple[str, str]]:
+def run_unit(
+    ctx: RunContext, unit: Unit, *, say: Callable[[str], None] = print
+) -> list[tuple[str, str]]:
     """Run the cells of ``unit`` in order; (cell key, state afterwards) per cell."""
     outcomes = []
     for cell in unit.cells:

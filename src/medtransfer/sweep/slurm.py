@@ -23,6 +23,7 @@ from typing import Any
 from medtransfer.errors import ConfigError
 from medtransfer.sweep.order import Unit
 from medtransfer.sweep.runner import RunContext, run_unit
+from medtransfer.sweep.state import cell_status
 
 try:
     import submitit
@@ -108,7 +109,7 @@ def run_submitit(
                     time.sleep(POLL_SECONDS)
                 waiting.append((executor.submit(task), unit))
         for job, unit in waiting:
-            problems.extend(_collect(job, unit, say))
+            problems.extend(_collect(ctx, job, unit, say))
     except KeyboardInterrupt:
         if cluster == "local":
             for job, _ in waiting:
@@ -117,12 +118,13 @@ def run_submitit(
     return problems
 
 
-def _collect(job: Any, unit: Unit, say: Callable[[str], None]) -> list[str]:
-    """Wait for ``job``; its problem, if it did not finish."""
+def _collect(ctx: RunContext, job: Any, unit: Unit, say: Callable[[str], None]) -> list[str]:
+    """Wait for ``job``; say how each cell of its unit stands; its problem, if it did not
+    finish."""
     while not job.done():
         time.sleep(POLL_SECONDS)
     try:
-        outcomes = job.result()
+        job.result()
     except Exception as exc:  # the task itself failed (killed, out of memory, ...)
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else type(exc).__name__
@@ -130,8 +132,7 @@ def _collect(job: Any, unit: Unit, say: Callable[[str], None]) -> list[str]:
             f"task {job.job_id} ({len(unit.cells)} cell(s), from {unit.cells[0].label}) did "
             f"not finish: {reason}; task log {job.paths.stderr}"
         ]
-    labels = {cell.key: cell.label for cell in unit.cells}
-    for key, state in outcomes:
-        if state != "skipped":
-            say(f"{state}: {labels.get(key, key)} ({key[:8]}; task {job.job_id})")
+    for cell in unit.cells:  # a requeued task returns only what its last run did
+        status = cell_status(ctx.roots.results, cell.key).status
+        say(f"{status}: {cell.label} ({cell.short}; task {job.job_id})")
     return []

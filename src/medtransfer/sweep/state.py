@@ -8,16 +8,16 @@
            ``record`` (relative to the results root) or ``error``, ``label``
 ``log``    everything the cell printed, every attempt appended after a header line
 
-``<grid name>/`` (one folder per grid): ``runs/<run id>.json`` (the plan the local
-workers read), ``units/<key>.lock`` (claimed by the worker running a unit), ``workers/``
-(worker output outside cells) and ``submitit/`` (Slurm task logs and pickles).
+``<grid name>/`` (one folder per grid): ``runs/<run id>.plan`` (JSON: the plan the local
+workers read), ``units/<key>.lock`` (claimed by the worker running a unit) and
+``submitit/`` (Slurm task logs and pickles).
 
 A cell's record is the truth: the record carries ``sweep.cell`` (the cell key) and
 ``sweep.attempt``; the state file points to it. When a process dies between writing the
 record and the state file, the next process that takes the cell's lock finds the record
 by its attempt id (:func:`reconcile`), so a cell never gets a second record by accident.
-State files have no ``.json`` suffix, so tools that read every ``*.json`` record under the
-results root do not mistake them for records.
+No file under ``sweeps/`` ends in ``.json``, so tools that read every ``*.json`` record
+under the results root do not mistake the sweep's files for records.
 """
 
 from __future__ import annotations

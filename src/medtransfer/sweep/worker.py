@@ -1,7 +1,7 @@
 """A local worker process: ``python -m medtransfer.sweep.worker PLAN STAGE INDEX``.
 
-Workers of one stage share the plan (``<results>/sweeps/<grid>/runs/<run id>.json``) and
-divide its units between them by lock, with no coordinator: a first pass takes every unit
+Workers of one stage share the plan (JSON in ``<results>/sweeps/<grid>/runs/<run id>.plan``)
+and divide its units between them by lock, with no coordinator: a first pass takes every unit
 nobody holds; a second pass waits for the units others hold and runs whatever they left
 (a worker that died leaves its unit's remaining cells to the others). A worker kills
 itself when the driver that started it is gone, so ``kill -9`` of the driver stops the
