@@ -82,6 +82,8 @@ def test_killed_workers_and_drivers_never_duplicate_or_damage(tmp_path: Path) ->
     log.flush()
     out = (tmp_path / "out.txt").read_text()
     assert any(f"worker {i} was killed by SIGKILL" in out for i in (0, 1))
+    assert list((results / "sweeps").rglob("*.plan"))  # what the workers shared
+    assert not list((results / "sweeps").rglob("*.json"))  # nothing that looks like a record
     # the other worker ran what the killed one left, or the same command does now
     assert main(sweep_args(results, cache, str(grid))) == 0
     big = load_grid(grid).cells
