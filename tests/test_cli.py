@@ -161,7 +161,7 @@ def test_export_writes_the_manifest(data_root: Path, tmp_path: Path, capsys) -> 
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["path", "label", "class_name", "patient", "split"]
     assert len(frame) == 24 and set(frame["split"]) == {"train", "val", "test"}
-    assert (data_root / "montgomerycxr" / frame["path"][0]).is_file()
+    assert (out.parent / frame["path"][0]).is_file()  # relative to the CSV's folder
     assert str(out) in capsys.readouterr().out
 
 

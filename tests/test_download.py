@@ -169,3 +169,81 @@ def test_unreachable_host_is_a_download_error(tmp_path: Path) -> None:
         url = stopped.url("x.bin")
     with pytest.raises(DownloadError, match=r"x\.bin"):
         fetch(url, tmp_path / "x.bin", progress=False, retries=0, timeout=2)
+
+
+# --- recovery paths: each test fails when the code it names is deleted -----------------
+
+
+def test_content_range_other_than_asked_restarts_from_zero(
+    server: FileServer, tmp_path: Path
+) -> None:
+    """A 206 whose Content-Range does not start where the part file ends must not be
+    appended (the file would be corrupt): the part is dropped and the next attempt starts
+    from zero."""
+    dest = tmp_path / NAME
+    part_path(dest).write_bytes(PAYLOAD[:1234])
+    server.set_fault(NAME, range_from=0, times=1)
+    _fetch(server, dest, retries=1)  # no checksum given: only the check guards the bytes
+    assert dest.read_bytes() == PAYLOAD
+    seen = server.requests_for(NAME)
+    assert [(r.range, r.status) for r in seen] == [("bytes=1234-", 206), (None, 200)]
+
+
+def test_content_range_mismatch_without_retries_names_it_and_drops_the_part(
+    server: FileServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / NAME
+    part_path(dest).write_bytes(PAYLOAD[:1234])
+    server.set_fault(NAME, range_from=1000)
+    with pytest.raises(DownloadError, match=r"bytes=1234- with Content-Range 'bytes 1000-"):
+        _fetch(server, dest, retries=0)
+    assert not part_path(dest).exists() and not dest.exists()
+
+
+def test_range_not_satisfiable_restarts_from_zero(server: FileServer, tmp_path: Path) -> None:
+    """HTTP 416: the part file is as long as the remote file or longer (stale)."""
+    dest = tmp_path / NAME
+    part_path(dest).write_bytes(PAYLOAD + b"left over from another file")
+    _fetch(server, dest, sha256=DIGEST, retries=0)
+    assert dest.read_bytes() == PAYLOAD
+    seen = server.requests_for(NAME)
+    assert [(r.range, r.status) for r in seen] == [
+        (f"bytes={len(PAYLOAD) + 27}-", 416),
+        (None, 200),
+    ]
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the downloader asks for, recorded instead of slept."""
+    from medtransfer import download
+
+    waited: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waited.append)
+    return waited
+
+
+def test_retries_back_off_doubling_the_delay(
+    server: FileServer, tmp_path: Path, sleeps: list[float]
+) -> None:
+    server.set_fault(NAME, drop_after=50_000, times=3)
+    dest = tmp_path / NAME
+    _fetch(server, dest, sha256=DIGEST, retries=3, retry_delay=0.25)
+    assert dest.read_bytes() == PAYLOAD
+    assert sleeps == [0.25, 0.5, 1.0]
+    assert len(server.requests_for(NAME)) == 4
+
+
+def test_server_errors_are_retried_after_the_delay_but_client_errors_are_not(
+    server: FileServer, tmp_path: Path, sleeps: list[float]
+) -> None:
+    server.set_fault(NAME, status=503, times=2)
+    _fetch(server, tmp_path / "a" / NAME, retries=2, retry_delay=1.0)
+    assert sleeps == [1.0, 2.0]
+    sleeps.clear()
+    server.set_fault(NAME, status=403)
+    with pytest.raises(DownloadError, match=r"HTTP 403 Forbidden; tried once\)"):
+        _fetch(server, tmp_path / "b" / NAME, retries=3, retry_delay=1.0)
+    assert sleeps == []  # a permanent error is given up at once
+    assert [r.status for r in server.requests_for(NAME)][-1:] == [403]
+    assert len([r for r in server.requests_for(NAME) if r.status == 403]) == 1

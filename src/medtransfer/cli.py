@@ -11,14 +11,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from medtransfer import __version__
 from medtransfer.config import Roots, resolve_roots
 from medtransfer.errors import MedTransferError
 from medtransfer.jobs.base import Job, split_doc
-from medtransfer.jobs.flags import add_flags
+from medtransfer.jobs.flags import add_flags, with_default
 from medtransfer.jobs.options import DataOptions, RunOptions
 from medtransfer.jobs.registry import JOBS
+from medtransfer.results.commands import COMMANDS, add_command
 
 
 def _add_roots(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
@@ -41,6 +43,23 @@ def _add_roots(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
         default=default,
         help="records and logs (env MEDTRANSFER_RESULTS; default ~/medtransfer-results)",
     )
+
+
+def _add_option(
+    parser: argparse.ArgumentParser, *flags: str, default: Any, help: str, **kwargs: Any
+) -> None:
+    """A flag of a ``datasets``/``models`` action with its default stated in its help."""
+    parser.add_argument(*flags, default=default, help=with_default(help, default), **kwargs)
+
+
+def _add_dataset_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-d", "--dataset", required=True, help="catalog name or alias (see `datasets list`)"
+    )
+
+
+def _add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _add_action(
@@ -96,7 +115,8 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "--only",
         action="append",
         metavar="CELL",
-        help="only the cell(s) whose key starts so (repeatable; --dry-run lists the keys)",
+        help="only the cell(s) whose key starts so (repeatable; --dry-run lists the keys; "
+        "default: every cell)",
     )
     _add_roots(sweep, top_level=False)
 
@@ -120,17 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         dataset_actions, "check", "counts per class and split, and every problem with its file"
     )
     add_flags(check, DataOptions)
-    check.add_argument("--workers", type=int, default=4, help="threads opening images")
-    check.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_option(check, "--workers", type=int, default=4, help="threads opening images")
+    _add_no_progress(check)
     _add_roots(check, top_level=False)
     synth = _add_action(
         dataset_actions, "synth", "write a small synthetic tree in the dataset's published layout"
     )
-    synth.add_argument("-d", "--dataset", required=True)
+    _add_dataset_name(synth)
     synth.add_argument("--out", type=Path, required=True, help="folder to write DATASET/ into")
-    synth.add_argument("--per-class", type=int, default=40, help="images per class")
-    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
-    synth.add_argument("--seed", type=int, default=0)
+    _add_option(synth, "--per-class", type=int, default=40, help="images per class")
+    _add_option(synth, "--size", type=int, default=128, help="image side in pixels")
+    _add_option(synth, "--seed", type=int, default=0, help="seed of the drawn pictures")
     _add_roots(synth, top_level=False)
     prepare = _add_action(
         dataset_actions,
@@ -143,18 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
         to.""",
     )
     add_flags(prepare, DataOptions)
-    prepare.add_argument("--size", type=int, default=256, help="shorter side in pixels")
-    prepare.add_argument("--workers", type=int, default=4, help="decoding threads")
-    prepare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_option(prepare, "--size", type=int, default=256, help="shorter side in pixels")
+    _add_option(prepare, "--workers", type=int, default=4, help="decoding threads")
+    _add_no_progress(prepare)
     _add_roots(prepare, top_level=False)
     export = _add_action(
         dataset_actions,
         "export",
         """Write the manifest (split and labels) as CSV.
 
-        Write the manifest as CSV with columns path (relative to the dataset folder), label
+        Write the manifest as CSV with columns path (relative to the CSV's folder), label
         (class index), class_name, patient, split (train/val/test), so a split can be
-        shared, inspected and reused.""",
+        shared, inspected, edited and reused: `--dataset csv:FILE` reads it back with the
+        same classes and splits.""",
     )
     add_flags(export, DataOptions)
     export.add_argument("--out", type=Path, required=True, help="CSV file to write")
@@ -169,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         there whenever <data root>/<folder> does not exist. Datasets behind a registration
         page must be downloaded by hand; the error says from where.""",
     )
-    download.add_argument("-d", "--dataset", required=True)
-    download.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_dataset_name(download)
+    _add_no_progress(download)
     _add_roots(download, top_level=False)
 
     models = commands.add_parser("models", help="the model catalog: list, info, download, convert")
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_list = _add_action(model_actions, "list", "every catalog model")
     _add_roots(model_list, top_level=False)
     info = _add_action(model_actions, "info", "everything the catalog knows about a model")
-    info.add_argument("name")
+    info.add_argument("name", help="a catalog model or alias (see `models list`)")
     _add_roots(info, top_level=False)
     fetch = _add_action(
         model_actions,
@@ -192,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = fetch.add_mutually_exclusive_group(required=True)
     which.add_argument("name", nargs="?", help="a catalog model")
     which.add_argument("--all", action="store_true", help="every downloadable model")
-    fetch.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_no_progress(fetch)
     _add_roots(fetch, top_level=False)
     convert = _add_action(
         model_actions,
@@ -203,18 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
         would have; later runs use it.""",
     )
     convert.add_argument("name", help="a catalog model, e.g. simclr-v1")
-    convert.add_argument("--from", dest="source", type=Path, required=True, help="the file")
+    convert.add_argument(
+        "--from", dest="source", type=Path, required=True, help="the file as its authors publish it"
+    )
     _add_roots(convert, top_level=False)
 
     for job in JOBS:
         _add_job(commands, job)
+    for command in COMMANDS:  # results, compare, plot, report
+        _add_roots(add_command(commands, command), top_level=False)
 
     _add_sweep(commands)
 
     demo = commands.add_parser(
-        "demo", help="an offline tour: real pretrained weights vs random init on real pixels"
+        "demo",
+        help="an offline tour: one architecture, ImageNet-pretrained vs random init, on real "
+        "medical pixels",
+        description="Few-shot on two small offline sets (real medical patches, a synthetic "
+        "Shenzhen-layout tree): EfficientNet-Lite0 with its ImageNet weights against the same "
+        "network randomly initialised, plus a random ResNet-18 row. About a minute on 2 CPU "
+        "cores the first time (docs/benchmarks.md), seconds once the features are cached.",
     )
-    demo.add_argument("--quick", action="store_true", help="fewer images and episodes")
+    demo.add_argument(
+        "--quick", action="store_true", help="fewer images (20 a class), episodes and pixels"
+    )
     add_flags(demo, RunOptions, exclude=("preset",))
     _add_roots(demo, top_level=False)
     return parser
@@ -240,6 +273,13 @@ def _cmd_job(args: argparse.Namespace) -> int:
     return run_job(_roots(args), args.command, args)
 
 
+def _cmd_read(args: argparse.Namespace) -> int:
+    from medtransfer.results.commands import build_options, get_command
+
+    command = get_command(args.command)
+    return command.run(_roots(args), build_options(command, args))
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from medtransfer.sweep.command import sweep_command
 
@@ -256,6 +296,7 @@ HANDLERS = {
     "datasets": _cmd_action,
     "models": _cmd_action,
     **{job.name: _cmd_job for job in JOBS},
+    **{command.name: _cmd_read for command in COMMANDS},
     "sweep": _cmd_sweep,
     "demo": _cmd_demo,
 }

@@ -33,21 +33,25 @@ def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
     return 0
 
 
-def _open_data(roots: Roots, args: argparse.Namespace) -> JobData:
+def _open_data(
+    roots: Roots, args: argparse.Namespace, *, keep_empty_classes: bool = False
+) -> JobData:
     """The dataset and manifest the data flags of ``args`` name."""
     from medtransfer.jobs.flags import from_args
     from medtransfer.jobs.options import DataOptions
 
-    return from_args(DataOptions, args).open(roots)
+    return from_args(DataOptions, args).open(roots, keep_empty_classes=keep_empty_classes)
 
 
 def datasets_check(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.data.check import check_manifest
     from medtransfer.data.manifest import split_counts
 
-    manifest = _open_data(roots, args).manifest
+    manifest = _open_data(roots, args, keep_empty_classes=True).manifest
     print(f"{manifest.dataset}: {len(manifest)} images in {manifest.root}")
     print(f"split policy: {manifest.params['split_policy']}  manifest: {manifest.hash[:16]}")
+    for line in _source_notes(manifest.params):
+        print(line)
     print(split_counts(manifest).to_string())
     problems = check_manifest(manifest, workers=args.workers, progress=not args.no_progress)
     if not problems:
@@ -77,14 +81,43 @@ def datasets_prepare(roots: Roots, args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_notes(params: dict[str, object]) -> list[str]:
+    """What the data itself decided (a ``csv:`` file's class_name and split columns)."""
+    lines = []
+    if "class_names_from" in params:
+        lines.append(f"class names: from {params['class_names_from']}")
+    if "split_from" in params:
+        lines.append(f"split: as given by {params['split_from']} (--split-policy not applied)")
+    if params.get("dropped_classes"):
+        lines.append(f"left out (no image): {', '.join(map(str, params['dropped_classes']))}")
+    return lines
+
+
 def datasets_export(roots: Roots, args: argparse.Namespace) -> int:
+    import os
+
+    from medtransfer.data.images import load_image
     from medtransfer.fsutil import atomic_write_text
 
-    manifest = _open_data(roots, args).manifest
-    atomic_write_text(args.out, manifest.table.to_csv(index=False))
-    counts = manifest.table["split"].value_counts()
+    data = _open_data(roots, args)
+    manifest = data.manifest
+    out = args.out.expanduser().resolve()
+    table = manifest.table.copy()
+    # relative to the CSV's own folder, which is how `csv:FILE` reads paths back
+    table["path"] = [os.path.relpath(manifest.root / p, out.parent) for p in table["path"]]
+    atomic_write_text(out, table.to_csv(index=False))
+    counts = table["split"].value_counts()
     summary = ", ".join(f"{split} {counts.get(split, 0)}" for split in ("train", "val", "test"))
-    print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {args.out}")
+    print(f"{manifest.dataset}: {len(manifest)} rows ({summary}) written to {out}")
+    print(
+        "Paths are relative to the CSV's folder. Read it back with --dataset csv:"
+        f"{out}: its class_name and split columns are kept."
+    )
+    if data.spec.load is not load_image:
+        print(
+            f"Note: {manifest.dataset}'s items need its own reader ({data.spec.load.__name__}), "
+            "so the CSV records the split; `csv:` cannot decode them."
+        )
     return 0
 
 
@@ -147,17 +180,20 @@ def models_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
 
 
 def models_info(roots: Roots, args: argparse.Namespace) -> int:
+    from medtransfer.models.archs import ARCHS
     from medtransfer.models.catalog import get_model_spec
     from medtransfer.models.converted import converted_provenance
     from medtransfer.models.weights import weight_source
 
     spec = get_model_spec(args.name)
+    arch = ARCHS.get(spec.arch)
     fields = [
         ("name", spec.name),
         ("aliases", ", ".join(spec.aliases) or "-"),
         ("description", spec.description),
         ("architecture", spec.arch),
         ("feature dim", spec.feature_dim),
+        ("named layers", ", ".join(arch.layers) if arch else "-"),
         ("method", spec.method),
         ("pretraining data", spec.pretraining_data),
         ("input normalisation", spec.normalization),

@@ -240,7 +240,9 @@ def fetch(
     part = part_path(dest)
     attempts = max(0, retries) + 1
     last_error: BaseException | None = None
+    made = 0
     for attempt in range(attempts):
+        made = attempt + 1
         if attempt > 0 and retry_delay > 0:
             time.sleep(retry_delay * 2 ** (attempt - 1))
         try:
@@ -254,7 +256,7 @@ def fetch(
         break
 
     if last_error is not None:
-        tried = "once" if attempts == 1 else f"{attempts} times"
+        tried = "once" if made == 1 else f"{made} times"
         raise DownloadError(
             f"Could not download {url} ({_describe(last_error)}; tried {tried}). Check the "
             f"network and the URL, or fetch the file by hand and save it as {dest}."

@@ -23,10 +23,12 @@ REQUIRED = ["-d", "shenzhencxr", "-m", "random_r18"]
 
 def test_job_names_are_unique_and_every_job_has_help() -> None:
     names = [job.name for job in JOBS]
-    assert names == ["few-shot", "linear", "knn", "finetune"]
+    assert names == ["few-shot", "linear", "knn", "finetune", "reconstruct", "perceptual-distance"]
     for job in JOBS:
         assert job.help and job.description and not job.help.endswith(".")
-        assert job.options[0] is DataOptions and job.options[-1] is RunOptions
+        # jobs over records or files (perceptual-distance) take no data options
+        assert job.options[0] is DataOptions or DataOptions not in job.options
+        assert job.options[-1] is RunOptions
         assert get_job(job.name) is job
     with pytest.raises(KeyError, match="few-shot"):
         get_job("saliency")
@@ -34,7 +36,8 @@ def test_job_names_are_unique_and_every_job_has_help() -> None:
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda job: job.name)
 def test_cli_defaults_are_the_options_defaults(job) -> None:
-    args = build_parser().parse_args([job.name, *REQUIRED])
+    required_flags = REQUIRED if DataOptions in job.options else []
+    args = build_parser().parse_args([job.name, *required_flags])
     assert args.command == job.name
     for options in job.options:
         built = from_args(options, args)

@@ -107,3 +107,4 @@ def test_models_list_and_info(capsys) -> None:
     assert main(["models", "info", "mimic-cxr_d121_lr_1e-4"]) == 0
     info = capsys.readouterr().out
     assert "moco-cxr_d121" in info and "densenet121" in info and "cxr" in info
+    assert "features.denseblock4" in info  # the named layers reconstruct --layer takes

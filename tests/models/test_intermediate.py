@@ -12,7 +12,7 @@ from medtransfer.errors import ModelError
 from medtransfer.models.archs import build_trunk
 from medtransfer.models.backbone import Backbone
 from medtransfer.models.catalog import get_model_spec
-from medtransfer.models.intermediate import intermediate_outputs, layer_names
+from medtransfer.models.intermediate import intermediate_outputs, layer_names, resolve_layer
 from medtransfer.models.loader import load_backbone
 from medtransfer.models.seeding import seeded
 
@@ -95,6 +95,21 @@ def test_unknown_layer_lists_the_valid_names(roots: Roots) -> None:
     for name in layer_names("resnet18"):
         assert name in message
     assert all(not module._forward_hooks for module in backbone.modules())
+
+
+def test_the_original_studys_names_are_aliases(roots: Roots) -> None:
+    assert resolve_layer("densenet121", "layer4") == "features.denseblock4"
+    assert resolve_layer("densenet121", "transition2") == "features.transition2"
+    assert resolve_layer("resnet50", "fc") == "pooled"
+    assert resolve_layer("resnet18", "layer4") == "layer4"
+    backbone = load_backbone("random_r18", roots)
+    with torch.no_grad():
+        outputs = intermediate_outputs(backbone, IMAGES[:1], ["fc", "pooled", "relu1"])
+    assert list(outputs) == ["fc", "pooled", "relu1"]
+    torch.testing.assert_close(outputs["fc"], outputs["pooled"], rtol=0, atol=0)
+    assert outputs["relu1"].shape == (1, 64, 32, 32)
+    with pytest.raises(ModelError, match=r"no intermediate layer 'layer5'.*layer4 \(features"):
+        resolve_layer("densenet121", "layer5")
 
 
 def test_models_outside_the_registry_have_no_named_layers(roots: Roots) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medtransfer.results.records import SCHEMA_VERSION, Record, environment_info, write_record
+import pytest
+
+from medtransfer.results.records import (
+    SCHEMA_VERSION,
+    Record,
+    environment_info,
+    outputs_folder,
+    write_record,
+)
 
 
 def _record(**overrides) -> Record:
@@ -57,6 +65,30 @@ def test_repeated_runs_never_overwrite(tmp_path: Path) -> None:
     assert a != b and a.exists() and b.exists()
 
 
+def test_output_files_are_complete_before_the_record_appears(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def outputs(folder: Path) -> None:
+        (folder / "a").mkdir()
+        (folder / "a" / "picture.png").write_bytes(b"png")
+        seen.append(any(tmp_path.rglob("*.json")))
+
+    path = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert seen == [False]
+    assert outputs_folder(path) == path.with_suffix("")
+    assert (outputs_folder(path) / "a" / "picture.png").read_bytes() == b"png"
+    again = write_record(tmp_path, _record(protocol="reconstruction"), [], outputs=outputs)
+    assert outputs_folder(again) != outputs_folder(path)
+
+    def broken(folder: Path) -> None:
+        (folder / "half.png").write_bytes(b"p")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_record(tmp_path / "other", _record(), [], outputs=broken)
+    assert not [p for p in (tmp_path / "other").rglob("*") if p.is_file()]
+
+
 def test_config_hash_ignores_outputs() -> None:
     assert _record().config_hash() == _record(metrics={"accuracy": 1.0}).config_hash()
     assert _record().config_hash() != _record(seed=1).config_hash()
@@ -66,6 +98,28 @@ def test_user_dataset_names_are_safe_folder_names(tmp_path: Path) -> None:
     path = write_record(tmp_path, _record(dataset="csv:/data/x/labels.csv"), [])
     assert path.is_relative_to(tmp_path)
     assert ":" not in path.parent.name
+
+
+def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
+    import numpy as np
+
+    from medtransfer.results.sidecar import load_sidecar, sidecar_path
+
+    arrays = {"episode_accuracy": np.full((1, 4), 0.5, dtype=np.float32)}
+    path = write_record(tmp_path, _record(), [], arrays)
+    data = json.loads(path.read_text())
+    assert data["arrays"] == {
+        "file": sidecar_path(path).name,
+        "contents": {"episode_accuracy": {"shape": [1, 4], "dtype": "float32"}},
+    }
+    loaded = load_sidecar(path)
+    assert loaded is not None and np.array_equal(
+        loaded["episode_accuracy"], arrays["episode_accuracy"]
+    )
+    plain = write_record(tmp_path, _record(seed=1), [])
+    assert "arrays" not in json.loads(plain.read_text()) and load_sidecar(plain) is None
+    sidecar_path(plain).write_bytes(b"not a zip")
+    assert load_sidecar(plain) is None  # a damaged sidecar reads as none
 
 
 def _write_many(results: Path, created: str, count: int, start: float) -> list[str]:

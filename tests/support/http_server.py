@@ -12,7 +12,8 @@ Usage::
 The server listens on 127.0.0.1 on a free port, serves the files under ``folder`` (no
 directory listings), answers ``Range: bytes=N-`` / ``bytes=N-M`` with 206 and
 ``Content-Range``, and can, per path, return an error status, ignore ``Range`` or drop the
-connection after a number of body bytes, for the first ``times`` requests or always.
+connection after a number of body bytes, or answer a range other than the one asked for,
+for the first ``times`` requests or always.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ class Fault:
         drop_after: send the headers for the whole body, then only this many body bytes,
             then close the connection.
         ignore_range: answer 200 with the whole file even when a Range was asked for.
+        range_from: answer a Range request with 206 and the bytes from this offset instead
+            (its ``Content-Range`` says so), as a misbehaving proxy might.
         times: apply the fault to this many requests only; None means to every request.
     """
 
     status: int | None = None
     drop_after: int | None = None
     ignore_range: bool = False
+    range_from: int | None = None
     times: int | None = None
 
 
@@ -88,11 +92,13 @@ class FileServer:
         status: int | None = None,
         drop_after: int | None = None,
         ignore_range: bool = False,
+        range_from: int | None = None,
         times: int | None = None,
     ) -> None:
         """Make requests for ``name`` misbehave (see :class:`Fault`)."""
         with self._lock:
-            self.faults[name.lstrip("/")] = Fault(status, drop_after, ignore_range, times)
+            fault = Fault(status, drop_after, ignore_range, range_from, times)
+            self.faults[name.lstrip("/")] = fault
 
     def clear_faults(self) -> None:
         """Serve every path normally again."""
@@ -155,6 +161,8 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             if match and not (fault is not None and fault.ignore_range):
                 start = int(match.group(1))
                 end = min(int(match.group(2)) + 1, size) if match.group(2) else size
+                if fault is not None and fault.range_from is not None:
+                    start = fault.range_from
                 if start >= size:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{size}")

@@ -37,7 +37,7 @@ def test_every_bad_entry_is_listed_once_with_its_line_and_column(tmp_path: Path)
             models: [random_r18, mimc-chexpert_lr_0.1]
             datasets: [shenzhencxe, montgomerycxr]
             options: {n_way: 2, n_wya: 3, pool: everything, n_query: many}
-          - protocol: saliency
+          - protocol: segmentation
             models: [moco-v2]
           - protocol: knn
             models: random_r18
@@ -53,8 +53,9 @@ def test_every_bad_entry_is_listed_once_with_its_line_and_column(tmp_path: Path)
         "6:25: unknown option 'n_wya' (did you mean 'n_way'?)",
         "6:35: pool 'everything' is not one of all, train, test",
         "6:53: n_query takes an integer, got 'many'",
-        "7:5: protocol 'saliency' is not a registered job of this medtransfer (registered: "
-        "few-shot, linear, knn, finetune); use a version that has it, or leave the block out",
+        "7:5: protocol 'segmentation' is not a registered job of this medtransfer (registered: "
+        f"{', '.join(job.name for job in JOBS)}); use a version that has it, or leave the "
+        "block out",
         "11:5: unknown dataset 'icahllenge_amd' (did you mean 'ichallenge_amd'?)",
         "12:30: unknown Slurm resource 'gpus'; resources: partition, gpus_per_node, "
         "cpus_per_task, mem_gb, timeout_min, array_parallelism, account, qos, constraint, setup",

@@ -54,7 +54,9 @@ def _verify(path: Path, loader: Callable[[Path], Image.Image] = load_image) -> I
         else:
             loader(path).load()
     except DatasetError as exc:
-        problem = Problem("unreadable-image", str(path), str(exc), "re-download or remove it")
+        problem = Problem.from_error(
+            "unreadable-image", str(path), exc, "re-download it or remove it from the dataset"
+        )
         return ItemCheck(path, problem, None)
     # items inside one file (file#key) share the file's bytes: no content check for them
     return ItemCheck(path, None, _sha256(file) if file == path else None)
@@ -108,10 +110,16 @@ def check_manifest(manifest: Manifest, *, workers: int = 4, progress: bool = Tru
             Problem("duplicate", str(manifest.root / path), "listed more than once", "remove a row")
         )
     present = set(manifest.table["label"])
+    reported = " ".join(f"{p.file} {p.detail}" for p in problems if p.kind == "empty-class")
     for index, name in enumerate(manifest.class_names):
-        if index not in present:
+        if index not in present and name not in reported:  # the source named it already
             problems.append(
-                Problem("empty-class", f"{manifest.dataset}:{name}", "no image has this class")
+                Problem(
+                    "empty-class",
+                    f"{manifest.dataset}:{name}",
+                    "no image has this class",
+                    "add its images, or run the jobs with --drop-empty-classes",
+                )
             )
     unique = manifest.table.drop_duplicates("path")["path"]
     problems.extend(

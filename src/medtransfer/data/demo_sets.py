@@ -63,8 +63,9 @@ DEMO_SET_DESCRIPTION: str = (
     "'patient' column is the source image, so patches of one image stay together in "
     "patient-aware splits; classes with a single source image cannot be split by "
     "patient at all, and patches from one image overlap. It shows, offline and in "
-    "seconds, that a pretrained backbone separates imaging modalities better than a "
-    "random one; it says nothing about diagnostic performance, and its accuracy must "
+    "seconds, whether ImageNet pretraining separates imaging modalities better than the "
+    "same network randomly initialised; it says nothing about diagnostic performance, and "
+    "its accuracy (and the interval beside it, over episodes only) must "
     "never be reported as a medical result."
 )
 

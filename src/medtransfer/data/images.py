@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from medtransfer.errors import ImageDecodeError
+from medtransfer.errors import ImageDecodeError, without_path
 
 __all__ = ["HIGH_DEPTH_MODES", "load_image", "to_uint8", "verify_image"]
 
@@ -104,15 +104,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _missing_or_not_file(path: Path) -> ImageDecodeError | None:
     """The error for a path that does not exist or is not a regular file, else None."""
     if not path.exists():
-        return ImageDecodeError(
-            f"{path}: image file not found; check the path (and the dataset root), "
-            "or remove the entry that refers to it"
+        return ImageDecodeError.of(
+            path,
+            "image file not found",
+            "check the path (and the dataset root), or remove the entry that refers to it",
         )
     if not path.is_file():
-        return ImageDecodeError(
-            f"{path}: is not a regular file (a folder?); point to an image file instead"
+        return ImageDecodeError.of(
+            path, "is not a regular file (a folder?)", "point to an image file instead"
         )
     return None
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """Pillow's message about ``path``, without the file name it sometimes repeats."""
+    return without_path(str(exc) or type(exc).__name__, path)
 
 
 def load_image(path: Path) -> Image.Image:
@@ -139,30 +145,34 @@ def load_image(path: Path) -> Image.Image:
             img.load()  # full decode: a truncated file raises here instead of padding
             oriented = ImageOps.exif_transpose(img)
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(
-            f"{path}: is not an image file Pillow can read ({exc}); check that it really "
-            "is a PNG/JPEG/TIFF/BMP image, or remove it from the dataset"
+        raise ImageDecodeError.of(
+            path,
+            f"is not an image file Pillow can read ({_reason(exc, path)})",
+            "check that it really is a PNG/JPEG/TIFF/BMP image, or remove it from the dataset",
         ) from exc
     except PermissionError as exc:
-        raise ImageDecodeError(
-            f"{path}: cannot be read ({exc}); fix the file's permissions"
+        raise ImageDecodeError.of(
+            path, f"cannot be read ({_reason(exc, path)})", "fix the file's permissions"
         ) from exc
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(
-            f"{path}: image is too large to decode safely ({exc}); downscale it, or remove "
-            "it from the dataset"
+        raise ImageDecodeError.of(
+            path,
+            f"image is too large to decode safely ({_reason(exc, path)})",
+            "downscale it, or remove it from the dataset",
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(
-            f"{path}: image file is truncated/corrupt ({exc}); re-download it or remove "
-            "it from the dataset"
+        raise ImageDecodeError.of(
+            path,
+            f"image file is truncated/corrupt ({_reason(exc, path)})",
+            "re-download it or remove it from the dataset",
         ) from exc
     try:
         rgb = _to_rgb(oriented)
     except (ValueError, OSError) as exc:
-        raise ImageDecodeError(
-            f"{path}: Pillow mode {oriented.mode!r} cannot be converted to RGB ({exc}); "
-            "convert the file to an 8-bit RGB or grayscale PNG"
+        raise ImageDecodeError.of(
+            path,
+            f"Pillow mode {oriented.mode!r} cannot be converted to RGB ({_reason(exc, path)})",
+            "convert the file to an 8-bit RGB or grayscale PNG",
         ) from exc
     return rgb
 

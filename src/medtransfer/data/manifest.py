@@ -20,6 +20,14 @@ Split policies
     until the class's test share reaches ``test_fraction`` of its images; the validation
     hold-out is cut from train the same way. Where the data has no patient ids, each image is
     its own patient (``datasets list`` says which datasets have them).
+``given`` (recorded, not a flag)
+    A source that fixes the split itself (a ``csv:`` file with a ``split`` column, e.g. one
+    ``datasets export`` wrote) keeps it row for row; when it has no ``val`` row (or the
+    linear probe re-draws val with ``val_seed``), val is cut from train by the patient rule.
+    ``--split-policy original`` is then an error.
+
+An empty class (no row) is an error unless ``empty_classes="drop"`` leaves it out
+(``--drop-empty-classes``, recorded in the params and so in the hash).
 """
 
 from __future__ import annotations
@@ -36,11 +44,14 @@ from PIL import Image
 
 from medtransfer.data.catalog import ResolvedDataset, dataset_key
 from medtransfer.data.images import load_image
-from medtransfer.data.sources.base import LabelOptions, Problem, generic_original
+from medtransfer.data.sources.base import GIVEN_SPLIT, LabelOptions, Problem, generic_original
 from medtransfer.errors import DatasetError
 from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
 
 SPLIT_POLICIES = ("patient", "original")
+#: What a manifest does with a class that has no image: raise (every job), leave it out
+#: (``--drop-empty-classes``) or keep it, with no row, for ``datasets check`` to report.
+EMPTY_CLASS_POLICIES = ("error", "drop", "keep")
 MANIFEST_COLUMNS = ("path", "label", "class_name", "patient", "split")
 MANIFEST_VERSION = 2
 
@@ -163,13 +174,17 @@ def build_manifest(
     val_fraction: float = 0.2,
     labels: LabelOptions | None = None,
     val_seed: int | None = None,
+    empty_classes: str = "error",
 ) -> Manifest:
     """Read ``dataset`` from its published layout and split it; opens no image.
 
     ``test_fraction`` and ``seed`` apply to the ``patient`` policy; ``val_fraction`` is the
     share of train held out for validation under both policies (0 for none). ``val_seed``
     re-draws only the validation hold-out (default: the original's 0 under ``original``,
-    ``seed + 1`` under ``patient``); the test split stays as it is.
+    ``seed + 1`` under ``patient``); the test split stays as it is. ``empty_classes``
+    (:data:`EMPTY_CLASS_POLICIES`): a class without images is an error naming where its
+    images should be (``error``), is left out and the others renumbered (``drop``; the
+    manifest's params name it), or stays without rows (``keep``, for ``datasets check``).
     """
     if split_policy not in SPLIT_POLICIES:
         raise DatasetError(
@@ -192,14 +207,36 @@ def build_manifest(
     label_values = table["label"].to_numpy(dtype=np.int64)
     if label_values.min() < 0 or label_values.max() >= len(spec.class_names):
         raise DatasetError(f"{spec.name}: labels outside 0..{len(spec.class_names) - 1}.")
+    class_names, label_values, dropped = _empty_classes(
+        dataset, label_values, source.problems, empty_classes
+    )
+    table["label"] = label_values
     params: dict[str, Any] = {
         "split_policy": split_policy,
         "label_policy": labels.describe(spec.label_options) if spec.label_options else "original",
         "val_fraction": val_fraction,
+        "drop_empty_classes": empty_classes == "drop",
     }
+    if dropped:
+        params["dropped_classes"] = list(dropped)
     if val_seed is not None:
         params["val_seed"] = val_seed
-    if split_policy == "original":
+    params.update(source.notes)
+    patients = table["patient"].to_numpy(dtype=str)
+    if GIVEN_SPLIT in table.columns:
+        if split_policy == "original":
+            raise DatasetError(
+                f"{spec.name}: {source.notes.get('split_from', 'the source')} fixes the split, "
+                "so --split-policy original does not apply; leave the flag out (or delete the "
+                "column to let a split policy split the data)."
+            )
+        split = table[GIVEN_SPLIT].to_numpy(dtype=object).copy()
+        params["split_policy"] = "given"
+        if val_seed is not None:  # re-draw val from the given train and val rows
+            split[split == "val"] = "train"
+        if not (split == "val").any():
+            _hold_out_val(split, label_values, patients, val_fraction, seed + 1, val_seed)
+    elif split_policy == "original":
         if spec.check_original is not None:
             spec.check_original(dataset.root)
         if source.has_original_split:
@@ -213,26 +250,17 @@ def build_manifest(
         split[train_rows[held_out]] = "val"
         params["split_rule"] = "original"
     else:
-        patients = table["patient"].to_numpy(dtype=str)
         split = patient_split(label_values, patients, seed=seed, test_fraction=test_fraction)
-        train_rows = np.flatnonzero(split == "train")
-        if val_fraction > 0 and len(train_rows) > 1:
-            inner = patient_split(
-                label_values[train_rows],
-                patients[train_rows],
-                seed=seed + 1 if val_seed is None else val_seed,
-                test_fraction=val_fraction,
-            )
-            split[train_rows[inner == "test"]] = "val"
+        _hold_out_val(split, label_values, patients, val_fraction, seed + 1, val_seed)
         params.update(split_seed=seed, test_fraction=test_fraction, patient_ids=bool(spec.patients))
     table["split"] = split
-    table["class_name"] = [spec.class_names[i] for i in label_values]
+    table["class_name"] = [class_names[i] for i in label_values]
     table = table.loc[:, list(MANIFEST_COLUMNS)]
     digest = sha256_json(
         {
             "version": MANIFEST_VERSION,
             "dataset": spec.name,
-            "class_names": list(spec.class_names),
+            "class_names": list(class_names),
             "params": params,
             "rows": table.to_csv(index=False),
         }
@@ -240,12 +268,71 @@ def build_manifest(
     return Manifest(
         dataset=spec.name,
         root=dataset.root,
-        class_names=spec.class_names,
+        class_names=class_names,
         table=table,
         params=params,
         hash=digest,
         problems=tuple(source.problems),
         loader=spec.load,
+    )
+
+
+def _hold_out_val(
+    split: np.ndarray,
+    labels: np.ndarray,
+    patients: np.ndarray,
+    val_fraction: float,
+    default_seed: int,
+    val_seed: int | None,
+) -> None:
+    """Mark ``val_fraction`` of the ``train`` rows of ``split`` (N,) as ``val``, in place,
+    by the patient rule (seed ``val_seed``, else ``default_seed``)."""
+    train_rows = np.flatnonzero(split == "train")
+    if val_fraction <= 0 or len(train_rows) < 2:
+        return
+    inner = patient_split(
+        labels[train_rows],
+        patients[train_rows],
+        seed=default_seed if val_seed is None else val_seed,
+        test_fraction=val_fraction,
+    )
+    split[train_rows[inner == "test"]] = "val"
+
+
+def _empty_classes(
+    dataset: ResolvedDataset, labels: np.ndarray, problems: list[Problem], policy: str
+) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
+    """(class names, labels (N,), dropped class names) under the empty-class ``policy``."""
+    if policy not in EMPTY_CLASS_POLICIES:
+        raise ValueError(f"empty_classes must be one of {EMPTY_CLASS_POLICIES}, not {policy!r}")
+    names = dataset.spec.class_names
+    counts = np.bincount(labels, minlength=len(names))
+    empty = tuple(names[i] for i in np.flatnonzero(counts == 0))
+    if not empty or policy == "keep":
+        return names, labels, ()
+    if policy == "error":
+        raise DatasetError(empty_class_message(dataset, empty, problems))
+    kept = np.flatnonzero(counts > 0)
+    renumber = np.full(len(names), -1, dtype=np.int64)
+    renumber[kept] = np.arange(len(kept))
+    return tuple(names[i] for i in kept), renumber[labels], empty
+
+
+def empty_class_message(
+    dataset: ResolvedDataset, empty: tuple[str, ...], problems: list[Problem]
+) -> str:
+    """Why a dataset with the classes ``empty`` (no image each) cannot be used, where the
+    images were looked for (the source's own ``empty-class`` problems name the folder or
+    file), and the two ways out."""
+    spec = dataset.spec
+    listed = ", ".join(repr(name) for name in empty)
+    where = [f"{p.file}: {p.detail}" for p in problems if p.kind == "empty-class"]
+    found = "; ".join(where) if where else f"none found under {dataset.root}"
+    return (
+        f"{spec.name}: class {listed} has no image ({found}). Every class needs images: "
+        "put them in place, or pass --drop-empty-classes to leave the empty class out (the "
+        "manifest and the record then name it). `medtransfer datasets check` lists every "
+        "problem of the dataset."
     )
 
 

@@ -4,6 +4,7 @@ of every manifest row, and writing a record with its log."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ def model_params(backbone: Backbone, model: ModelOptions) -> dict[str, Any]:
 class Outcome:
     """A finished protocol run as its record holds it: the ``protocol``, the ``params`` and
     ``seed`` that define the run, its ``metrics``, the result ``lines`` for people, ``extra``
-    record keys, and ``log_only`` lines (the log holds them before ``lines``)."""
+    record keys, ``log_only`` lines (the log holds them before ``lines``), and ``arrays``
+    (name -> array) for the record's ``.npz`` sidecar: what a paired comparison of two
+    records needs (per-episode accuracies, per-test-row scores with their row ids)."""
 
     protocol: str
     params: dict[str, Any]
@@ -126,35 +129,75 @@ class Outcome:
     lines: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
     log_only: list[str] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 def write_job_record(
-    roots: Roots, job: ModelJob, outcome: Outcome, *, extracted: bool | None = None
+    roots: Roots,
+    job: ModelJob,
+    outcome: Outcome,
+    *,
+    extracted: bool | None = None,
+    outputs: Callable[[Path], None] | None = None,
 ) -> JobResult:
     """Write the record of a finished job and its log; the job's result.
 
     The record's params gain ``preset`` (``"none"`` or the preset's name) and, under a
     preset, its extra keys gain ``preset_settings`` (the settings the preset applied; the
-    params hold every value in force)."""
-    params = {**outcome.params, "preset": job.preset}
-    extra = dict(outcome.extra)
-    if job.preset != "none":
-        extra["preset_settings"] = _jsonable(job.preset_settings)
-    record = Record(
-        protocol=outcome.protocol,
+    params hold every value in force). ``outputs(folder)`` writes the run's files into the
+    folder beside the record (:func:`~medtransfer.results.records.outputs_folder`)."""
+    return write_outcome(
+        roots,
+        outcome,
         model=job.backbone.spec.name,
         dataset=job.manifest.dataset,
-        params=params,
-        seed=outcome.seed,
-        metrics=outcome.metrics,
         weights_sha256=job.backbone.weights_sha256,
         manifest_hash=job.manifest.hash,
         timings=job.timings,
-        environment=environment_info(job.device),
+        device=job.device,
+        preset=(job.preset, job.preset_settings),
+        extracted=extracted,
+        outputs=outputs,
+    )
+
+
+def write_outcome(
+    roots: Roots,
+    outcome: Outcome,
+    *,
+    model: str,
+    dataset: str,
+    weights_sha256: str,
+    manifest_hash: str,
+    timings: dict[str, float],
+    device: str,
+    preset: tuple[str, dict[str, Any]],
+    extracted: bool | None = None,
+    outputs: Callable[[Path], None] | None = None,
+) -> JobResult:
+    """:func:`write_job_record` for a job without a backbone of its own (a job over
+    records or files): the record's identity given field by field; ``preset``: the preset's
+    name and the settings it applied."""
+    name, settings = preset
+    params = {**outcome.params, "preset": name}
+    extra = dict(outcome.extra)
+    if name != "none":
+        extra["preset_settings"] = _jsonable(settings)
+    record = Record(
+        protocol=outcome.protocol,
+        model=model,
+        dataset=dataset,
+        params=params,
+        seed=outcome.seed,
+        metrics=outcome.metrics,
+        weights_sha256=weights_sha256,
+        manifest_hash=manifest_hash,
+        timings=timings,
+        environment=environment_info(device),
         extra=extra,
     )
     log = [f"INFO:root:{line}" for line in (*outcome.log_only, *outcome.lines)]
-    path = write_record(roots.results, record, log)
+    path = write_record(roots.results, record, log, outcome.arrays, outputs=outputs)
     return JobResult(path, record.to_json(), outcome.metrics, list(outcome.lines), extracted)
 
 

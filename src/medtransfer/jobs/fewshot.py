@@ -56,6 +56,7 @@ def run_few_shot(
     from medtransfer.jobs.common import Outcome, prepare_features, write_feature_record
     from medtransfer.protocols.fewshot import episode_accuracies, sample_episodes, summarize
     from medtransfer.protocols.stats import format_spread, mean_over_seeds
+    from medtransfer.results.sidecar import episode_arrays, episodes_digest
 
     opened = data.open(roots)
     resize = options.resize or opened.spec.few_shot_resize
@@ -67,6 +68,7 @@ def run_few_shot(
     seeds = list(options.seeds) if options.seeds else [options.seed]
     per_seed: list[dict[str, Any]] = []
     lines = []
+    paired: list[tuple[Any, str]] = []  # per seed: episode accuracies, episodes digest
     shape = {"n_way": options.n_way, "n_support": options.n_support, "n_query": options.n_query}
     for seed in seeds:
         episodes = sample_episodes(
@@ -78,6 +80,9 @@ def run_few_shot(
         )
         accuracies = episode_accuracies(job.features.features[rows], episodes, device=job.device)
         summary = summarize(accuracies)
+        paired.append(
+            (accuracies, episodes_digest(episodes.classes, episodes.support, episodes.query))
+        )
         lines.append((f"[seed {seed}] " if len(seeds) > 1 else "") + summary.line())
         per_seed.append(
             {
@@ -97,11 +102,12 @@ def run_few_shot(
         "pool": options.pool,
         "seeds": seeds if options.seeds else None,
     }
-    extra = {}
+    extra: dict[str, Any] = {"pool_rows": len(rows)}
     if len(seeds) > 1:
         extra["per_seed"] = [{"seed": s, **m} for s, m in zip(seeds, per_seed, strict=True)]
     log_only = [f"episodes drawn from {len(rows)} rows"]
-    outcome = Outcome("few-shot", params, seeds[0], metrics, lines, extra, log_only)
+    arrays = episode_arrays(seeds, *zip(*paired, strict=True))
+    outcome = Outcome("few-shot", params, seeds[0], metrics, lines, extra, log_only, arrays)
     return write_feature_record(roots, job, model, outcome)
 
 

@@ -44,7 +44,7 @@ class FinetuneOptions:
     lr: float = option(_RECIPE.lr, "learning rate")
     wd: float = option(_RECIPE.wd, "weight decay")
     early_stopping: bool = option(
-        _RECIPE.early_stopping, "see above", flags=("-e", "--early-stopping")
+        _RECIPE.early_stopping, "stop on val, test best weights", flags=("-e", "--early-stopping")
     )
     search: bool = option(
         False, "the original's lr/wd grid search on val", flags=("-s", "--search")

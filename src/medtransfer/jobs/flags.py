@@ -98,6 +98,26 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def with_default(help_text: str, default: Any) -> str:
+    """``help_text`` followed by ``(default: <default>)``, unless it already states its
+    default that way; a None default reads "not set" (the help says what that means)."""
+    if "(default:" in help_text:
+        return help_text
+    return f"{help_text} (default: {'not set' if default is None else _shown(default)})"
+
+
+def _metavar(field: dataclasses.Field[Any], value_type: type | None) -> str:
+    """The flag's name in upper case (``--n-way N_WAY``); for a one-letter name that a short
+    flag repeats (``-c``/``--C``), the value's type instead (``-c FLOAT, --C FLOAT``)."""
+    flags = _flags(field)
+    name = flags[-1].lstrip("-")
+    short = any(len(flag) == 2 and flag[1].lower() == name.lower() for flag in flags[:-1])
+    if len(name) == 1 and short:
+        names: dict[Any, str] = {int: "INT", float: "FLOAT", Path: "PATH"}
+        return names.get(value_type, "VALUE")
+    return name.replace("-", "_").upper()
+
+
 def _value_type(hint: Any) -> type:
     """``int`` for ``int`` or ``int | None``; TypeError for anything else without a parser."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
@@ -125,9 +145,8 @@ def add_flags(
             kwargs["required"] = True
         else:
             kwargs["default"] = argparse.SUPPRESS
-            shown = field.default is not None and not isinstance(field.default, bool)
-            if shown and "default" not in help_text:
-                help_text += f" (default: {_shown(field.default)})"
+            if not isinstance(field.default, bool):
+                help_text = with_default(help_text, field.default)
         if meta.get("parse") is None:
             value_type = _value_type(hints[field.name])
             if value_type is bool:
@@ -139,7 +158,7 @@ def add_flags(
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         if "action" not in kwargs and "choices" not in kwargs:
-            kwargs["metavar"] = _flags(field)[-1].lstrip("-").replace("-", "_").upper()
+            kwargs["metavar"] = _metavar(field, kwargs.get("type"))
         target.add_argument(*_flags(field), help=help_text.replace("%", "%%"), **kwargs)
 
 

@@ -43,6 +43,7 @@ def run_knn(
     from medtransfer.protocols.knn import knn_votes
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, metrics_with_interval
+    from medtransfer.results.sidecar import row_arrays
 
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
     job = prepare_features(roots, data.open(roots), model, preprocessing, run)
@@ -77,7 +78,11 @@ def run_knn(
         "metric": metric,
     }
     extra = {"bank_rows": len(bank), "test_rows": len(test)}
-    outcome = Outcome("knn", params, options.seed, metrics, lines, extra)
+    n_classes = len(job.manifest.class_names)
+    arrays = row_arrays(
+        test, labels[test], [v.scores for v in votes], [v.k for v in votes], n_classes
+    )
+    outcome = Outcome("knn", params, options.seed, metrics, lines, extra, arrays=arrays)
     return write_feature_record(roots, job, model, outcome)
 
 

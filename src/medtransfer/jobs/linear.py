@@ -105,6 +105,7 @@ def run_linear(
     from medtransfer.jobs.common import Outcome, prepare_features, write_feature_record
     from medtransfer.protocols.metrics import metric_key
     from medtransfer.protocols.stats import format_interval, format_spread, mean_over_seeds
+    from medtransfer.results.sidecar import row_arrays
 
     seeds: list[int | None] = list(options.seeds) if options.seeds else [None]
     opened = data.open(roots, val_seed=seeds[0])
@@ -158,7 +159,16 @@ def run_linear(
         "sizes": sizes,
         **({"per_seed": per_seed} if len(runs) > 1 else {}),
     }
-    outcome = Outcome("linear", params, options.seed, metrics, lines, extra, log_only=curve)
+    test = job.manifest.select("test")
+    arrays = row_arrays(
+        test,
+        job.features.labels[test],
+        [r.test_probabilities for r, _, _ in runs],
+        [-1 if seed is None else seed for seed in seeds],
+        len(job.manifest.class_names),
+        [r.classes for r, _, _ in runs],
+    )
+    outcome = Outcome("linear", params, options.seed, metrics, lines, extra, curve, arrays)
     return write_feature_record(roots, job, model, outcome)
 
 

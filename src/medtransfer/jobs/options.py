@@ -51,7 +51,7 @@ class DataOptions:
     )
     split_policy: str = option(
         "patient",
-        "patient: no patient on both sides (default); original: the study's exact split",
+        "patient: no patient on both sides of a cut; original: the study's exact split",
         choices=SPLIT_POLICIES,
     )
     split_seed: int = option(0, "seed of the patient split")
@@ -68,16 +68,29 @@ class DataOptions:
         "code) or HP (high and pathological myopia; the original's README)",
         choices=PM_POSITIVE_POLICIES,
     )
+    drop_empty_classes: bool = option(
+        False,
+        "leave out classes that have no image (recorded); without it an empty class is an "
+        "error naming its folder",
+    )
 
     @property
     def labels(self) -> LabelOptions:
         return LabelOptions(uncertain=self.uncertain, pm_positive=self.pm_positive)
 
     def manifest(
-        self, dataset: ResolvedDataset, cache_root: Path, *, val_seed: int | None = None
+        self,
+        dataset: ResolvedDataset,
+        cache_root: Path,
+        *,
+        val_seed: int | None = None,
+        keep_empty_classes: bool = False,
     ) -> Manifest:
         """The manifest of the resolved ``dataset`` under these policies (a copy is kept in
-        the cache); ``val_seed`` re-draws the validation hold-out only."""
+        the cache); ``val_seed`` re-draws the validation hold-out only. An empty class is an
+        error, unless ``--drop-empty-classes`` leaves it out or ``keep_empty_classes``
+        keeps it without rows (``datasets check`` reports it)."""
+        empty = "drop" if self.drop_empty_classes else "keep" if keep_empty_classes else "error"
         return load_manifest(
             dataset,
             cache_root,
@@ -86,13 +99,18 @@ class DataOptions:
             val_fraction=self.val_fraction,
             labels=self.labels,
             val_seed=val_seed,
+            empty_classes=empty,
         )
 
-    def open(self, roots: Roots, *, val_seed: int | None = None) -> JobData:
-        """Resolve the dataset (once) and build its manifest."""
+    def open(
+        self, roots: Roots, *, val_seed: int | None = None, keep_empty_classes: bool = False
+    ) -> JobData:
+        """Resolve the dataset (once) and build its manifest (see :meth:`manifest`)."""
         start = time.perf_counter()
         resolved = resolve_dataset(self.dataset, roots.data, roots.cache)
-        manifest = self.manifest(resolved, roots.cache, val_seed=val_seed)
+        manifest = self.manifest(
+            resolved, roots.cache, val_seed=val_seed, keep_empty_classes=keep_empty_classes
+        )
         return JobData(resolved, manifest, time.perf_counter() - start)
 
 
@@ -102,7 +120,9 @@ class ModelOptions:
 
     model: str = option(help="catalog model (see `models list`)", flags=("-m", "--model"))
     weights: Path | None = option(
-        None, "a torchvision-format state dict to load into the model's architecture"
+        None,
+        "a torchvision-format state dict to load into the model's architecture "
+        "(default: the catalog's weights)",
     )
     model_seed: int = option(0, "seed of random-init models (random_*)")
     no_norm: bool = option(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from medtransfer.jobs import fewshot, finetune, knn, linear
+from medtransfer.jobs import fewshot, finetune, knn, linear, perceptual_distance, reconstruct
 from medtransfer.jobs.base import Job
 
-JOBS: tuple[Job, ...] = (fewshot.JOB, linear.JOB, knn.JOB, finetune.JOB)
+JOBS: tuple[Job, ...] = (
+    fewshot.JOB,
+    linear.JOB,
+    knn.JOB,
+    finetune.JOB,
+    reconstruct.JOB,
+    perceptual_distance.JOB,
+)
 
 
 def get_job(name: str) -> Job:

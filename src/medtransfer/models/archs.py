@@ -59,6 +59,10 @@ class ArchSpec:
             None when nothing needs renaming.
         converted: whether the checkpoint converters (``models/convert/``) produce
             weights for it.
+        aliases: other names of some layers -> their name in ``layers``: the names the
+            original study's reconstruction code used
+            (docs/original-study.md#reconstruction), e.g. DenseNet ``layer4`` for
+            ``features.denseblock4``.
     """
 
     name: str
@@ -69,6 +73,7 @@ class ArchSpec:
     layers: Mapping[str, LayerTap] = field(repr=False)
     remap_keys: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None
     converted: bool = True
+    aliases: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 # --------------------------------------------------------------------------- builders
@@ -142,6 +147,15 @@ _DENSENET_LAYERS = {
     "relu": LayerTap("features.norm5", then=F.relu),
     **_POOLED,
 }
+# The original study's names (its reconstruction backbones) for the layers above.
+_RESNET_ALIASES = {"relu1": "relu", "fc": "pooled"}
+_DENSENET_ALIASES = {
+    **{name: f"features.{name}" for name in ("conv0", "norm0", "relu0", "pool0", "norm5")},
+    **{f"layer{i}": f"features.denseblock{i}" for i in range(1, 5)},
+    **{f"transition{i}": f"features.transition{i}" for i in range(1, 4)},
+    "relu1": "relu",
+    "fc": "pooled",
+}
 _EFFICIENTNET_LAYERS = {
     **_taps("conv_stem", "bn1"),
     **_taps(*(f"blocks.{stage}" for stage in range(7))),
@@ -161,6 +175,7 @@ def _resnet(name: str, label: str, feature_dim: int) -> ArchSpec:
         classifier_prefix="fc.",
         build=_torchvision_trunk(name, "fc"),
         layers=_RESNET_LAYERS,
+        aliases=_RESNET_ALIASES,
     )
 
 
@@ -177,6 +192,7 @@ ARCHS: dict[str, ArchSpec] = {
             build=_torchvision_trunk("densenet121", "classifier"),
             layers=_DENSENET_LAYERS,
             remap_keys=remap_legacy_densenet_keys,
+            aliases=_DENSENET_ALIASES,
         ),
         ArchSpec(
             name="tf_efficientnet_lite0",

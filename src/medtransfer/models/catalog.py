@@ -86,13 +86,15 @@ _TORCHVISION_BASE = "https://download.pytorch.org/models"
 _TORCHVISION_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, see its terms"
 
 
-def _random(name: str, arch: str) -> ModelSpec:
+def _random(name: str, arch: str, normalization: str = "imagenet") -> ModelSpec:
+    """A seeded random initialisation of ``arch``, fed as its pretrained counterpart is
+    (``normalization``), so the two differ in their weights only."""
     return ModelSpec(
         name=name,
         aliases=(),
         arch=arch,
         feature_dim=get_arch(arch).feature_dim,
-        normalization="imagenet",
+        normalization=normalization,
         source="random",
         url=None,
         filename=None,
@@ -127,6 +129,8 @@ _RANDOM: tuple[ModelSpec, ...] = (
     _random("random_r50", "resnet50"),
     _random("random_r18", "resnet18"),
     _random("random_d121", "densenet121"),
+    # the random counterpart of the packaged efficientnet-lite0 (same architecture and input)
+    _random("random_efficientnet-lite0", "tf_efficientnet_lite0", normalization="half"),
 )
 
 _SUPERVISED: tuple[ModelSpec, ...] = (

@@ -2,7 +2,9 @@
 reconstruction).
 
 The names each architecture exposes are in :attr:`ArchSpec.layers`
-(:mod:`medtransfer.models.archs`). Outputs are read with forward hooks during one ordinary
+(:mod:`medtransfer.models.archs`); the original study's names for some of them (DenseNet
+``layer4`` for ``features.denseblock4``, ResNet ``fc`` for ``pooled``) are accepted too
+(:attr:`ArchSpec.aliases`). Outputs are read with forward hooks during one ordinary
 forward pass of the backbone (its sealed normalisation included), in the caller's grad
 mode: with gradients on, every returned tensor is part of the graph of the backbone's
 output, so gradients with respect to it can be taken.
@@ -27,6 +29,24 @@ def layer_names(arch: str) -> tuple[str, ...]:
     return tuple(_arch(arch).layers)
 
 
+def resolve_layer(arch: str, name: str) -> str:
+    """The name in :func:`layer_names` of ``name`` (itself, or the layer it is an alias of).
+
+    Raises:
+        ModelError: ``arch`` has no such layer; the message lists the valid names.
+    """
+    spec = _arch(arch)
+    if name in spec.layers:
+        return name
+    if name in spec.aliases:
+        return spec.aliases[name]
+    aliases = ", ".join(f"{alias} ({target})" for alias, target in spec.aliases.items())
+    raise ModelError(
+        f"{spec.name} has no intermediate layer {name!r}; use one of: {', '.join(spec.layers)}"
+        + (f"; or the original study's names: {aliases}." if aliases else ".")
+    )
+
+
 def _arch(arch: str) -> ArchSpec:
     spec = ARCHS.get(arch)
     if spec is None:
@@ -46,7 +66,8 @@ def intermediate_outputs(
         backbone: a catalog backbone (the architecture's names are in
             :func:`layer_names`).
         images: ``(B, 3, H, W)`` float in [0, 1], as for ``backbone(images)``.
-        layers: names from :func:`layer_names`, e.g. ``['layer3', 'layer4']``.
+        layers: names from :func:`layer_names` or their aliases, e.g.
+            ``['layer3', 'layer4']``.
 
     Returns:
         ``{name: tensor}`` in the order asked: ``(B, C, h, w)`` for spatial layers,
@@ -57,17 +78,14 @@ def intermediate_outputs(
             ones), or a backbone outside the catalog architectures.
     """
     arch = _arch(backbone.spec.arch)
-    unknown = [name for name in layers if name not in arch.layers]
+    unknown = [name for name in layers if name not in arch.layers and name not in arch.aliases]
     if unknown:
-        raise ModelError(
-            f"{arch.name} has no intermediate layer {', '.join(map(repr, unknown))}; "
-            f"use one of: {', '.join(arch.layers)}."
-        )
+        resolve_layer(arch.name, unknown[0])  # raises, listing the valid names
     outputs: dict[str, Tensor] = {}
     handles: list[RemovableHandle] = []
     try:
         for name in dict.fromkeys(layers):
-            tap = arch.layers[name]
+            tap = arch.layers[resolve_layer(arch.name, name)]
             module = backbone.trunk.get_submodule(tap.module)
             handles.append(module.register_forward_hook(_capture(name, tap, outputs)))
         backbone(images)

@@ -95,6 +95,18 @@ def _fetch_verified(
     return path, recorded_sha256(path) or sha256_file(path)
 
 
+def torch_hub_copy(filename: str, sha256_prefix: str | None) -> tuple[Path, str] | None:
+    """A copy of ``filename`` already in torch's hub cache (``<hub>/checkpoints/``) whose
+    sha256 starts with ``sha256_prefix``, and that sha256; None when there is none."""
+    candidate = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not candidate.is_file():
+        return None
+    digest = sha256_file(candidate)
+    if sha256_prefix and not digest.startswith(sha256_prefix):
+        return None
+    return candidate, digest
+
+
 class TorchvisionFile(WeightSource):
     """A torchvision-format state dict at ``spec.url``, cached as ``spec.filename``.
 
@@ -110,13 +122,7 @@ class TorchvisionFile(WeightSource):
         """A verified copy of the weights already in torch's hub cache, and its sha256."""
         if self.spec.filename is None:
             return None
-        candidate = Path(torch.hub.get_dir()) / "checkpoints" / self.spec.filename
-        if not candidate.is_file():
-            return None
-        digest = sha256_file(candidate)
-        if self.spec.sha256_prefix and not digest.startswith(self.spec.sha256_prefix):
-            return None
-        return candidate, digest
+        return torch_hub_copy(self.spec.filename, self.spec.sha256_prefix)
 
     def status(self) -> str:
         cached = self._cached.is_file() or self._torch_hub_copy() is not None

@@ -27,7 +27,6 @@ The backbone is any ``nn.Module`` mapping images (B, 3, H, W) in [0, 1] to featu
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Callable, Generator
@@ -41,9 +40,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from medtransfer.checkpoints import read_checkpoint, save_tensors, write_checkpoint
 from medtransfer.compute import autocast, grad_scaler, is_cuda
 from medtransfer.errors import ConfigError, ProtocolError
-from medtransfer.fsutil import atomic_write_bytes, sha256_json
+from medtransfer.fsutil import sha256_json
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.finetune_data import (
     BatchOrder,
@@ -243,8 +243,8 @@ def _fingerprint(config: FinetuneConfig, data: FinetuneData) -> str:
 
 def _save_checkpoint(path: Path, parts: dict[str, Any], state: _TrainState) -> None:
     """Write the module states, ``state`` and the data-order position atomically."""
+    fingerprint = parts.get("fingerprint", "")
     payload = {
-        "version": CHECKPOINT_VERSION,
         **{k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in parts.items()},
         "step": state.step,
         "best_state": state.best_state,
@@ -255,24 +255,14 @@ def _save_checkpoint(path: Path, parts: dict[str, Any], state: _TrainState) -> N
         "val_curve": [[s, v] for s, v in state.val_curve],
         "done": state.done,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_checkpoint(path, payload, version=CHECKPOINT_VERSION, fingerprint=fingerprint)
 
 
 def _load_checkpoint(path: Path, parts: dict[str, Any], fingerprint: str) -> _TrainState:
     """Load module states from ``path`` into ``parts``; return the saved train state."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ProtocolError(
-            f"The fine-tuning checkpoint {path} cannot be read ({err}); delete it to start over."
-        ) from err
-    if payload.get("version") != CHECKPOINT_VERSION or payload.get("fingerprint") != fingerprint:
-        raise ProtocolError(
-            f"The fine-tuning checkpoint {path} belongs to a run with other settings or data; "
-            "rerun with the same settings, or delete its folder to start over."
-        )
+    payload = read_checkpoint(
+        path, version=CHECKPOINT_VERSION, fingerprint=fingerprint, what="fine-tuning"
+    )
     for name in ("model", "optimizer", "scheduler", "scaler"):
         parts[name].load_state_dict(payload[name])
     return _TrainState(
@@ -477,9 +467,7 @@ def finetune(
     weights = _cpu_copy(model)
     weights_path = None
     if checkpoint_dir is not None:
-        buffer = io.BytesIO()
-        torch.save(weights, buffer)
-        weights_path = atomic_write_bytes(Path(checkpoint_dir) / WEIGHTS_NAME, buffer.getvalue())
+        weights_path = save_tensors(Path(checkpoint_dir) / WEIGHTS_NAME, weights)
     finished = time.perf_counter()
     return FinetuneResult(
         metric=config.metric,

@@ -1,7 +1,8 @@
 """Run records: one self-describing JSON file per run, plus a log for people.
 
 Records live at ``<results>/<protocol>/<model>/<dataset>/<run_id>.json`` with the log at
-``<run_id>.log`` beside it. ``run_id`` is the UTC start time plus the first 8 hex digits
+``<run_id>.log`` beside it, and a job's output files (images, arrays) in the folder
+``<run_id>/`` (:func:`outputs_folder`). ``run_id`` is the UTC start time plus the first 8 hex digits
 of the hash of (protocol, model, dataset, params, seed), so repeated runs never overwrite
 each other and one configuration's runs sort together in time; a second run that starts in
 the same second gets the next free ``-2``, ``-3``, ... suffix, claimed atomically (two
@@ -17,18 +18,27 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import io
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import medtransfer
-from medtransfer.fsutil import atomic_write_json, atomic_write_text, sha256_json
+from medtransfer.fsutil import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_json,
+)
+from medtransfer.results.sidecar import sidecar_path
 
 SCHEMA_VERSION = 1
 
@@ -135,27 +145,68 @@ class Record:
         }
 
 
-def write_record(results_root: Path, record: Record, log_lines: list[str]) -> Path:
-    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path."""
+def outputs_folder(record_path: Path) -> Path:
+    """The folder of a record's output files: its path without ``.json``."""
+    return Path(record_path).with_suffix("")
+
+
+def write_record(
+    results_root: Path,
+    record: Record,
+    log_lines: list[str],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    *,
+    outputs: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``record`` as JSON and ``log_lines`` as its log, atomically; returns the JSON path.
+
+    ``outputs(folder)``, when given, writes the run's output files into ``folder``, which
+    becomes :func:`outputs_folder` of the record, complete, before the record is written
+    (so a record never points at missing outputs).
+
+    ``arrays`` (name -> array), when given and not empty, go to the compressed sidecar
+    :func:`sidecar_path`, written before the JSON (a record that exists has its sidecar
+    complete); ``record.extra["arrays"]`` (so the record's ``arrays`` key) is set to the
+    file's name and each array's shape and dtype.
+    """
     folder = results_root / _safe(record.protocol) / _safe(record.model) / _safe(record.dataset)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
     path = _claim(folder, run_id)
+    try:
+        if outputs is not None:
+            with atomic_directory(outputs_folder(path)) as staging:
+                outputs(staging)
+        if arrays:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+            atomic_write_bytes(sidecar_path(path), buffer.getvalue())
+            record.extra["arrays"] = {
+                "file": sidecar_path(path).name,
+                "contents": {
+                    k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                    for k, v in arrays.items()
+                },
+            }
+    except BaseException:
+        path.with_suffix(".log").unlink(missing_ok=True)  # give the claimed name back
+        raise
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
 
 
 def _claim(folder: Path, run_id: str) -> Path:
-    """The first free ``<run_id>[-N].json`` in ``folder``, claimed for this process by
-    creating its ``.log`` exclusively (``O_EXCL``: of several processes asking at once,
-    exactly one gets each name); the log is then overwritten atomically."""
+    """The first free ``<run_id>[-N].json`` in ``folder`` (neither the record nor its
+    outputs folder exists), claimed for this process by creating its ``.log`` exclusively
+    (``O_EXCL``: of several processes asking at once, exactly one gets each name); the log
+    is then overwritten atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     counter = 1
     while True:
         path = folder / (f"{run_id}.json" if counter == 1 else f"{run_id}-{counter}.json")
         counter += 1
-        if path.exists():
+        if path.exists() or outputs_folder(path).exists():
             continue
         try:
             os.close(os.open(path.with_suffix(".log"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))

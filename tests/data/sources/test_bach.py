@@ -137,8 +137,15 @@ def test_empty_class_is_reported_by_check(
     root = synth_tree(SPEC, tmp_path, per_class=1)
     gt = _ground_truth(root)
     _write_ground_truth(root, gt[gt[1] != "InSitu"])
-    problems = check_manifest(manifest_of(SPEC, root), progress=False)
-    assert [p.file for p in problems if p.kind == "empty-class"] == ["bach:in_situ"]
+    with pytest.raises(DatasetError, match=r"class 'in_situ' has no image \(ICIAR2018_BACH_Ch"):
+        manifest_of(SPEC, root)  # every job refuses it, naming the folder
+    problems = check_manifest(manifest_of(SPEC, root, empty_classes="keep"), progress=False)
+    assert [p.file for p in problems if p.kind == "empty-class"] == [
+        "ICIAR2018_BACH_Challenge/Photos/InSitu/"
+    ]
+    dropped = manifest_of(SPEC, root, empty_classes="drop")
+    assert dropped.class_names == ("normal", "benign", "invasive")
+    assert dropped.params["dropped_classes"] == ["in_situ"]
 
 
 def test_layout_errors_name_the_culprit(tmp_path: Path, synth_tree: Callable[..., Path]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,10 +191,12 @@ def test_patient_id_disagreeing_with_the_file_name_is_a_problem(tree: Path) -> N
     assert [p.file for p in problems] == [f"{CSV_NAME} row {row + 2}"]
 
 
-def test_reading_a_full_size_csv_takes_seconds(tmp_path: Path) -> None:
+def test_only_single_finding_rows_of_a_long_csv_are_kept(tmp_path: Path) -> None:
+    """Rows of 5 kinds in turn: of 1,000 rows the 400 with one used finding are kept.
+    (The reading time of the full 112,120-row CSV is in benchmarks/datasets.py.)"""
     root = tmp_path / "chestx"
     (root / "images").mkdir(parents=True)
-    n = 112_120
+    n = 1_000
     findings = np.array(["Effusion", "No Finding", "Mass|Nodule", "Atelectasis", "Hernia"])
     lines = [HEADER_LINE] + [
         f"{i // 4 + 1:08d}_{i % 4:03d}.png,{findings[i % 5]},{i % 4},{i // 4 + 1},"
@@ -204,11 +205,9 @@ def test_reading_a_full_size_csv_takes_seconds(tmp_path: Path) -> None:
     ]
     (root / CSV_NAME).write_text("\n".join(lines) + "\n")
     Image.new("L", (4, 4)).save(root / "images" / "00000001_000.png")
-    start = time.perf_counter()
     table = read_chestx(root).table
-    elapsed = time.perf_counter() - start
     assert len(table) == 2 * n // 5
-    assert elapsed < 5, f"read_chestx took {elapsed:.1f} s"
+    assert table["path"].iloc[0] == "images/00000001_000.png"
 
 
 # --- image nesting ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -213,23 +212,24 @@ def test_empty_class_is_reported_by_check(
     for name in ("trainLabels.csv", "testLabels.csv"):
         frame = pd.read_csv(root / name)
         frame[frame["level"] != 4].to_csv(root / name, index=False)
-    problems = check_manifest(manifest_of(SPEC, root), progress=False)
+    with pytest.raises(DatasetError, match=r"class 'proliferative' has no image"):
+        manifest_of(SPEC, root)  # every job refuses it
+    problems = check_manifest(manifest_of(SPEC, root, empty_classes="keep"), progress=False)
     assert [p.file for p in problems if p.kind == "empty-class"] == [
         "diabetic_retinopathy:proliferative"
     ]
 
 
-def test_reader_is_fast_on_a_kaggle_sized_csv(tmp_path: Path) -> None:
+def test_every_row_of_a_long_csv_is_read_without_problems(tmp_path: Path) -> None:
+    """(The reading time of the Kaggle-sized CSVs is in benchmarks/datasets.py.)"""
     root = tmp_path / "big"
-    n_patients = 112_000
+    n_patients = 1_000
     numbers = np.arange(1, n_patients + 1)
     names = np.char.add(np.repeat(numbers, 2).astype(str), np.tile(["_left", "_right"], n_patients))
     levels = np.random.default_rng(0).integers(0, 5, size=names.size)
     _write_tree(root, [], [("1000000_left", "0")])
     pd.DataFrame({"image": names, "level": levels}).to_csv(root / "trainLabels.csv", index=False)
-    start = time.perf_counter()
     source = read_diabetic_retinopathy(root, LabelOptions())
-    elapsed = time.perf_counter() - start
-    assert len(source.table) == 224_001
+    assert len(source.table) == 2 * n_patients + 1
     assert source.problems == []
-    assert elapsed < 5, f"reading 224k rows took {elapsed:.1f} s"
+    assert source.table["label"].tolist()[:-1] == levels.tolist()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,8 +263,9 @@ def test_layout_errors_name_the_expected_path(tmp_path: Path) -> None:
         read_stoic(columns)
 
 
-def test_reader_is_fast_on_a_large_index(tmp_path: Path) -> None:
-    n = 224_000
+def test_every_row_of_a_long_index_is_read(tmp_path: Path) -> None:
+    """(The reading time of a large index is in benchmarks/datasets.py.)"""
+    n = 2_000
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
@@ -280,7 +280,6 @@ def test_reader_is_fast_on_a_large_index(tmp_path: Path) -> None:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     (root / "metadata" / "reference.csv").write_text(buffer.getvalue())
-    start = time.perf_counter()
     source = read_stoic(root)
-    assert time.perf_counter() - start < 3.0
     assert len(source.table) == n and source.problems == []
+    assert source.table["label"].tolist() == frame["probCOVID"].tolist()

@@ -14,6 +14,7 @@ needs them to differ.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import pickle
 import re
@@ -28,15 +29,18 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from medtransfer.download import fetch
+from medtransfer.config import Roots
 from medtransfer.errors import ModelError
-from medtransfer.models.archs import build_trunk, prepare_state_dict
+from medtransfer.models.archs import build_trunk
 from medtransfer.models.backbone import load_strict
+from medtransfer.models.catalog import get_model_spec
 from medtransfer.models.convert.byol import (
     convert_byol,
     haiku_resnet_to_torchvision,
     load_byol_pickle,
 )
+from medtransfer.models.converted import converted_path
+from medtransfer.models.loader import load_backbone
 from tests.support.checkpoints import randomize_batchnorm, touch_payload
 from tests.support.http_server import serve_directory
 
@@ -245,12 +249,6 @@ def model() -> nn.Module:
     return _seeded_resnet50()
 
 
-def _served_and_fetched(tmp_path: Path, checkpoint: Any) -> Path:
-    served = _dump(checkpoint, tmp_path / "served" / FILE)
-    with serve_directory(served.parent) as server:
-        return fetch(server.url(FILE), tmp_path / "downloads" / FILE, progress=False)
-
-
 def _features(module: nn.Module, images: Tensor) -> Tensor:
     with torch.no_grad():
         return module.eval()(images)
@@ -259,18 +257,29 @@ def _features(module: nn.Module, images: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- tests
 
 
-def test_upstream_pickle_converts_to_equal_features(tmp_path: Path, model: nn.Module) -> None:
-    path = _served_and_fetched(tmp_path, _checkpoint(model))
-    state = convert_byol(path, "resnet50")
+#: The catalog entries this module walks through the real converter registry
+#: (tests/models/convert/test_contract.py checks that every converted entry is walked).
+CATALOG_WALK = ("byol",)
 
-    assert not any(k.startswith("fc.") for k in state)
-    assert state["layer1.0.bn1.num_batches_tracked"].item() == 5004
-    trunk = build_trunk("resnet50")
-    load_strict(trunk, prepare_state_dict(state, "resnet50"), what=f"{path} (byol)")
+
+@pytest.mark.parametrize("name", CATALOG_WALK)
+def test_upstream_pickle_loads_through_the_catalog_to_equal_features(
+    name: str, tmp_path: Path, model: nn.Module, roots: Roots
+) -> None:
+    """The catalog entry's converter, looked up in the real registry (nothing mocked),
+    turns the served upstream pickle into the source network."""
+    served = _dump(_checkpoint(model), tmp_path / "served" / FILE)
+    with serve_directory(served.parent) as server:
+        spec = dataclasses.replace(get_model_spec(name), url=server.url(FILE), filename=FILE)
+        backbone = load_backbone(spec, roots, progress=False)
     reference = _seeded_resnet50()
     reference.fc = nn.Identity()
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(_features(trunk, images), _features(reference, images))
+    torch.testing.assert_close(_features(backbone.trunk, images), _features(reference, images))
+
+    state = torch.load(converted_path(roots, spec), weights_only=True)
+    assert not any(k.startswith("fc.") for k in state)
+    assert state["layer1.0.bn1.num_batches_tracked"].item() == 5004
 
     # Missing and unexpected keys are caught by the strict loader, by name.
     missing = {k: v for k, v in state.items() if k != "layer3.2.conv2.weight"}

@@ -1,7 +1,8 @@
 """The contract every PyTorch-pickle converter keeps (MoCo, SwAV, PIRL, Lightning MoCo).
 
-For each format, a checkpoint in its authors' layout (``upstream.py``) is served from
-127.0.0.1 and loaded as the catalog model it stands for: downloaded, converted, validated by
+For each catalog model in these formats, a checkpoint in its authors' layout
+(``upstream.py``) is served from 127.0.0.1 and loaded as that catalog model: downloaded,
+converted by the converter the catalog names (looked up in the real registry), validated by
 a strict load and cached. The backbone's pooled features must equal the source encoder's
 exactly. A missing or extra backbone key, or a Python global that is not allowed, is a
 ModelError naming the key or the global, and leaves no converted file in the cache.
@@ -24,11 +25,11 @@ from torch import Tensor, nn
 
 from medtransfer.config import Roots
 from medtransfer.errors import ModelError
-from medtransfer.models.catalog import ModelSpec, get_model_spec
+from medtransfer.models.catalog import ModelSpec, get_model_spec, list_models
 from medtransfer.models.convert.lightning import ALLOWED_GLOBALS
 from medtransfer.models.converted import converted_path
 from medtransfer.models.loader import load_backbone
-from tests.models.convert import upstream
+from tests.models.convert import test_byol, test_simclr, upstream
 from tests.support.checkpoints import Payload, save_torch
 from tests.support.http_server import serve_directory
 
@@ -142,8 +143,26 @@ LAYOUTS = [
     ),
     SWAV,
     PIRL,
-    LIGHTNING,
+    *(
+        dataclasses.replace(
+            LIGHTNING,
+            model=f"mimic-chexpert_lr_{lr}",
+            filename=f"mimic-chexpert_lr_{lr}_bs_128_fd_128_qs_65536.pt",
+        )
+        for lr in ("0.01", "0.1", "1.0")
+    ),
 ]
+
+
+def test_every_catalog_entry_with_a_converter_is_walked() -> None:
+    """Each converted catalog entry is loaded, through the real converter registry (the
+    entry's converter name -> :func:`~medtransfer.models.convert.get_converter`; nothing
+    mocked), from a file in its authors' layout, and must give the source network's
+    features: here (:data:`LAYOUTS`), in test_byol.py and in test_simclr.py. A new entry
+    without such a test, or an entry mapped to another format's converter, fails."""
+    converted = {spec.name for spec in list_models() if spec.converter is not None}
+    walked = [fmt.model for fmt in LAYOUTS] + [*test_byol.CATALOG_WALK, *test_simclr.CATALOG_WALK]
+    assert sorted(walked) == sorted(converted)
 
 
 @pytest.fixture(scope="module")

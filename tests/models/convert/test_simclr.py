@@ -27,10 +27,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from medtransfer.config import Roots
 from medtransfer.download import fetch
 from medtransfer.errors import ModelError
-from medtransfer.models.archs import build_trunk, prepare_state_dict
+from medtransfer.models.archs import build_trunk
 from medtransfer.models.backbone import load_strict
+from medtransfer.models.catalog import get_model_spec
 from medtransfer.models.convert.simclr import (
     _local_prefix,
     convert_simclr_v1,
@@ -38,6 +40,8 @@ from medtransfer.models.convert.simclr import (
     simclr_v1_state_dict,
 )
 from medtransfer.models.convert.tf_checkpoint import read_tf_checkpoint
+from medtransfer.models.converted import convert_file
+from medtransfer.models.loader import load_backbone
 from tests.models.convert.test_tf_checkpoint import TFJob, TFWritten, write_with_tensorflow
 from tests.support.checkpoints import randomize_batchnorm, touch_payload
 from tests.support.http_server import serve_directory
@@ -201,23 +205,32 @@ def test_fixture_matches_the_released_variable_listing(release: Release) -> None
 # --------------------------------------------------------------------------- conversion
 
 
-def test_served_zip_converts_to_equal_features(
-    release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+#: The catalog entries this module walks through the real converter registry
+#: (tests/models/convert/test_contract.py checks that every converted entry is walked).
+CATALOG_WALK = ("simclr-v1",)
+
+
+@pytest.mark.parametrize("name", CATALOG_WALK)
+def test_served_zip_converts_through_the_catalog_to_equal_features(
+    name: str, release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, roots: Roots
 ) -> None:
+    """What `models convert simclr-v1 --from ResNet50_1x.zip` does: the catalog entry's
+    converter, looked up in the real registry, turns the zip into the source network."""
     archive = release.archive
     with serve_directory(archive.parent) as server:
         local = fetch(server.url(archive.name), tmp_path / "ResNet50_1x.zip", progress=False)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    state = convert_simclr_v1(local, "resnet50")
+    convert_file(get_model_spec(name), roots, local)
     assert list(scratch.iterdir()) == []  # the extracted checkpoint is removed again
-    trunk = build_trunk("resnet50")
-    load_strict(trunk, prepare_state_dict(state, "resnet50"), what=f"{local} (simclr-v1)")
+    backbone = load_backbone(name, roots, progress=False)  # from the cache, no download
     source = copy.deepcopy(release.model)
     source.fc = nn.Identity()
     images = _images()
-    torch.testing.assert_close(_features(trunk, images), _features(source, images), rtol=0, atol=0)
+    torch.testing.assert_close(
+        _features(backbone.trunk, images), _features(source, images), rtol=0, atol=0
+    )
 
 
 def test_shortcut_and_block_convs_land_in_the_right_modules(

@@ -4,12 +4,12 @@ TensorFlow writes the fixtures and reads them back as the reference; the reader 
 never imports it. TensorFlow runs in a child process: loaded into the test process it
 breaks torch (TF 2.21 + torch 2.14: importing ``torch._dynamo``/triton, e.g. through
 ``torchvision``, after ``tensorflow`` segfaults), and it keeps its threads to itself.
-Without TensorFlow installed (it is in the ``test`` extras) these tests are skipped.
+Without TensorFlow installed (it is in the ``test`` extras) these tests are skipped, and
+named in the summary; under ``CI=true`` they fail (``tests/support/requires.py``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +33,7 @@ from medtransfer.models.convert.tf_checkpoint import (
     read_tf_checkpoint,
     unmask_crc,
 )
+from tests.support.requires import requires
 
 # Runs in the child: writes each job's variables with the v1 Saver (exact names, fed
 # through placeholders so big arrays stay out of the graph), then, if asked, records what
@@ -101,15 +102,9 @@ class TFWritten:
     shapes: dict[str, tuple[int, ...]]
 
 
-def require_tensorflow() -> None:
-    """Skip unless TensorFlow is installed (found without importing it here)."""
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("TensorFlow is not installed (pip install -e '.[test]')")
-
-
 def write_with_tensorflow(jobs: list[TFJob], work: Path) -> list[TFWritten]:
     """Run TensorFlow once, in a child process, to write every job's checkpoint."""
-    require_tensorflow()
+    requires("tensorflow", "writes the reference checkpoints")
     specs = []
     for i, job in enumerate(jobs):
         job.folder.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,18 @@ def read_bach(root: Path, labels: LabelOptions | None = None) -> SourceTable:
             **original_columns(len(frame)),
         }
     )
-    return SourceTable(table.loc[(classes >= 0) & ~duplicate], problems)
+    kept = (classes >= 0) & ~duplicate
+    problems.extend(
+        Problem(
+            "empty-class",
+            f"{PHOTOS_DIR}/{CLASS_STRINGS[c]}/",
+            f"no image of class {CLASS_NAMES[c]} (no {CSV_NAME} row says {CLASS_STRINGS[c]})",
+            "restore the class's images and their rows",
+        )
+        for c in range(len(CLASS_NAMES))
+        if not (classes[kept] == c).any()
+    )
+    return SourceTable(table.loc[kept], problems)
 
 
 SPECS: tuple[DatasetSpec, ...] = (

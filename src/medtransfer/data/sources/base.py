@@ -16,6 +16,10 @@ import pandas as pd
 
 ROW_COLUMNS = ("path", "label", "patient")
 ORIGINAL_COLUMNS = ("original_split", "original_order")
+#: The split a source gives each row itself (``train``/``val``/``test``; a ``csv:`` file's
+#: ``split`` column): the manifest keeps it instead of splitting.
+GIVEN_SPLIT = "given_split"
+SPLITS = ("train", "val", "test")
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 PM_POSITIVE_POLICIES = ("P", "HP")
 
@@ -58,6 +62,35 @@ class Problem:
         text = f"[{self.kind}] {self.file}: {self.detail}"
         return f"{text} — {self.fix}" if self.fix else text
 
+    @classmethod
+    def from_error(
+        cls, kind: str, file: str, error: BaseException, fix: str = "", *, named: str = ""
+    ) -> Problem:
+        """The problem an error reports about ``file``, each part said once.
+
+        An :class:`~medtransfer.errors.ImageDecodeError` built with its parts gives its
+        detail and fix; any other message loses a leading ``"<named or file>: "`` (the
+        problem names the file in front), and its own advice (a last ``"; <advice>"``
+        clause) becomes the fix; ``fix`` is used only when the message advises nothing.
+        """
+        detail = getattr(error, "detail", None)
+        if detail is not None:
+            return cls(kind, file, detail, getattr(error, "fix", None) or fix)
+        text = str(error).strip()
+        for prefix in (named, file):
+            if prefix and text.startswith(f"{prefix}: "):
+                text = text[len(prefix) + 2 :]
+        text = text.rstrip(".")
+        head, sep, tail = text.rpartition("; ")
+        if sep and _advises(tail):
+            return cls(kind, file, head, tail)
+        return cls(kind, file, text, "" if _advises(text) else fix)
+
+
+def _advises(text: str) -> bool:
+    """Whether a message already tells the user what to do."""
+    return any(word in text for word in ("re-download", "remove", "restore", "fix ", "check "))
+
 
 @dataclass
 class SourceTable:
@@ -68,17 +101,22 @@ class SourceTable:
     ``label`` (int class index), ``patient`` (str, "" when unknown), in the order of the
     source's index file. Optionally, ``original_split`` (``train``/``test``) and
     ``original_order`` (int: the row's position in the original's iteration order within
-    its split) where the original's split is not the generic one (:func:`generic_original`).
+    its split) where the original's split is not the generic one (:func:`generic_original`),
+    and ``given_split`` (``train``/``val``/``test``) where the source fixes the split itself.
+    ``notes``: what the source decided that a record should say (e.g. which column the
+    class names came from); the manifest adds them to its params.
     """
 
     table: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in ROW_COLUMNS if c not in self.table.columns]
         if missing:
             raise ValueError(f"source table lacks columns {missing}")
-        keep = [*ROW_COLUMNS, *(c for c in ORIGINAL_COLUMNS if c in self.table.columns)]
+        optional = (*ORIGINAL_COLUMNS, GIVEN_SPLIT)
+        keep = [*ROW_COLUMNS, *(c for c in optional if c in self.table.columns)]
         self.table = self.table.loc[:, keep].reset_index(drop=True)
         self.table["label"] = self.table["label"].astype("int64")
         self.table["patient"] = self.table["patient"].fillna("").astype(str)

@@ -153,8 +153,9 @@ def unpickle_batch(path: Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: file not found.") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
         raise DatasetError(
-            f"{path}: {exc}. A CIFAR python-version batch holds only numpy arrays, lists and "
-            "strings: this file is not one, or it is corrupt; re-download the dataset."
+            f"{path}: {str(exc).rstrip('.')}. A CIFAR python-version batch holds only numpy "
+            "arrays, lists and strings: this file is not one, or it is corrupt; re-download the "
+            "dataset."
         ) from exc
     if not isinstance(value, dict):
         raise DatasetError(f"{path}: expected a pickled dict, found {type(value).__name__}.")
@@ -234,7 +235,9 @@ def _meta_problems(root: Path, layout: CifarLayout) -> list[Problem]:
     try:
         names = unpickle_batch(meta).get(layout.meta_key)
     except DatasetError as exc:
-        return [Problem("unreadable-image", name, str(exc), "re-download it")]
+        return [
+            Problem.from_error("unreadable-image", name, exc, "re-download it", named=str(meta))
+        ]
     if names is not None:
         names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
     if names != list(layout.class_names):
@@ -312,9 +315,10 @@ def _split_item(path: Path) -> tuple[Path, int]:
     text = os.fspath(path)
     file, sep, key = text.rpartition("#")
     if not sep or not key.isdigit():
-        raise ImageDecodeError(
-            f"{path}: a CIFAR item is addressed as <batch file>#<index>, e.g. "
-            "cifar-10-batches-py/data_batch_3#417."
+        raise ImageDecodeError.of(
+            path,
+            "a CIFAR item is addressed as <batch file>#<index>, e.g. "
+            "cifar-10-batches-py/data_batch_3#417",
         )
     return Path(file), int(key)
 
@@ -329,9 +333,10 @@ def cifar_array(path: Path) -> np.ndarray:
     try:
         batch = read_batch(file, _labels_key(file))
     except DatasetError as exc:
-        raise ImageDecodeError(str(exc)) from exc
+        problem = Problem.from_error("", str(path), exc, "re-download the dataset", named=str(file))
+        raise ImageDecodeError.of(path, problem.detail, problem.fix) from exc
     if index >= len(batch.data):
-        raise ImageDecodeError(f"{path}: {file.name} holds only {len(batch.data)} images.")
+        raise ImageDecodeError.of(path, f"{file.name} holds only {len(batch.data)} images")
     planes = batch.data[index].reshape(3, IMAGE_SIDE, IMAGE_SIDE)
     return np.ascontiguousarray(planes.transpose(1, 2, 0))
 

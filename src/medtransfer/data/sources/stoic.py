@@ -37,7 +37,7 @@ from medtransfer.data.sources.layout import (
     synth_hint,
 )
 from medtransfer.data.spec import MEAN_PER_CLASS_ACCURACY, DatasetSpec
-from medtransfer.errors import DatasetError, ImageDecodeError
+from medtransfer.errors import DatasetError, ImageDecodeError, without_path
 
 CLASS_NAMES = ("covid_negative", "covid_positive")
 CSV_NAME = "metadata/reference.csv"
@@ -179,23 +179,28 @@ def read_stoic(root: Path, labels: LabelOptions | None = None) -> SourceTable:
 def _open_reader(path: Path) -> sitk.ImageFileReader:
     """An ``ImageFileReader`` with the header of ``path`` read; errors name the file."""
     if not path.is_file():
-        raise ImageDecodeError(f"{path}: CT volume not found.")
+        raise ImageDecodeError.of(
+            path, "CT volume not found", "restore it, or remove its row from reference.csv"
+        )
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageDecodeError(
-            f"{path}: cannot be read as a CT volume ({_first_line(exc)}); re-download it."
+        raise ImageDecodeError.of(
+            path,
+            f"cannot be read as a CT volume ({without_path(_first_line(exc), path)})",
+            "re-download it",
         ) from exc
     if reader.GetDimension() != 3:
-        raise ImageDecodeError(
-            f"{path}: is a {reader.GetDimension()}-D image; expected a 3-D CT volume (x, y, z)."
+        raise ImageDecodeError.of(
+            path, f"is a {reader.GetDimension()}-D image; expected a 3-D CT volume (x, y, z)"
         )
     if reader.GetNumberOfComponents() != 1:
-        raise ImageDecodeError(
-            f"{path}: has {reader.GetNumberOfComponents()} components per voxel; expected one "
-            "(Hounsfield units)."
+        raise ImageDecodeError.of(
+            path,
+            f"has {reader.GetNumberOfComponents()} components per voxel; expected one "
+            "(Hounsfield units)",
         )
     return reader
 
@@ -218,15 +223,18 @@ def read_middle_slice(path: Path) -> sitk.Image:
     reader = _open_reader(path)
     size_x, size_y, size_z = reader.GetSize()
     if min(size_x, size_y, size_z) < 1:
-        raise ImageDecodeError(f"{path}: empty volume of size {reader.GetSize()}.")
+        raise ImageDecodeError.of(path, f"empty volume of size {reader.GetSize()}")
     reader.SetExtractIndex([0, 0, size_z // 2])
     reader.SetExtractSize([size_x, size_y, 1])
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise ImageDecodeError(
-            f"{path}: the volume's voxel data cannot be read ({_first_line(exc)}); the file is "
-            "truncated or corrupt, re-download it."
+        raise ImageDecodeError.of(
+            path,
+            f"the volume's voxel data cannot be read ({without_path(_first_line(exc), path)}); "
+            "the file is "
+            "truncated or corrupt",
+            "re-download it",
         ) from exc
 
 

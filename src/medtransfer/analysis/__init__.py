@@ -1,0 +1,1 @@
+"""Analyses that explain transfer: pure cores over tensors and modules (no data/models/jobs)."""
