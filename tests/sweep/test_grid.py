@@ -177,3 +177,20 @@ def test_synthetic_data_needs_a_synthetic_layout(tmp_path: Path) -> None:
     )
     (line,) = problems(path)
     assert line.startswith("1:1: synthetic: no synthetic layout for 'imagefolder:")
+
+
+def test_a_cell_rebuilds_its_options_from_what_the_file_says(tmp_path: Path) -> None:
+    path = grid_file(
+        tmp_path,
+        """\
+        grid:
+          - protocol: perceptual-distance
+            options: {from_reconstructions: true, nets: none}
+          - {protocol: knn, models: random_r18, datasets: bach, options: {weights: w.pt}}
+        """,
+    )
+    scores, knn = load_grid(path).cells
+    assert scores.raw["nets"] == "none" and scores.options()[0].nets == ()  # parsed again
+    assert scores.reuse is None  # it reads no features
+    assert knn.raw["weights"] == str(tmp_path / "w.pt")  # from the grid file's folder
+    assert knn.options()[1].weights == tmp_path / "w.pt"

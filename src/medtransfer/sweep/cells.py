@@ -15,13 +15,14 @@ from medtransfer.sweep.values import coerce, option_fields
 class Cell:
     """One run of a grid.
 
-    ``protocol``: the job's name; ``raw``: the option values the grid sets (field name ->
-    JSON value; names canonical, paths absolute), over which ``preset`` and the defaults
-    apply; ``stage``: cells of a stage run after every earlier stage has finished;
-    ``resources``: the Slurm resources of its task; ``where``: ``FILE:LINE:COL`` of the
-    grid entry it comes from; ``key``: the cell key (:func:`~medtransfer.sweep.hashing.cell_key`);
-    ``reuse``: the reuse key of the features it reads (None: it reads none); ``label``: the
-    cell for people (protocol, model, dataset, the settings that change its result).
+    ``protocol``: the job's name; ``raw``: the option values the grid sets, as written
+    (field name -> YAML value; model and dataset names canonical, paths absolute), over
+    which ``preset`` and the defaults apply; ``stage``: cells of a stage run after every
+    earlier stage has finished; ``resources``: the Slurm resources of its task; ``where``:
+    ``FILE:LINE:COL`` of the grid entry it comes from; ``key``: the cell key
+    (:func:`~medtransfer.sweep.hashing.cell_key`); ``reuse``: the reuse key of the features
+    it reads (None: it reads none); ``label``: the cell for people (protocol, model,
+    dataset, the settings that change its result).
     """
 
     protocol: str

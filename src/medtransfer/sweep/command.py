@@ -118,6 +118,8 @@ def run_sweep(roots: Roots, path: Path, args: argparse.Namespace) -> int:
 
         check_slurm()
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if grid.synthetic is not None:  # written when something runs (ensure_synthetic)
+        roots = replace(roots, data=synthetic_root(roots.cache, grid.synthetic))
     ctx = RunContext(
         roots, run_id, grid.name, str(grid.file), args.executor, args.force, args.rerun_failed
     )
@@ -134,18 +136,18 @@ def run_sweep(roots: Roots, path: Path, args: argparse.Namespace) -> int:
     ]
     if args.dry_run:
         print(_table(results, cells, statuses))
-        data = synthetic_root(roots.cache, grid.synthetic) if grid.synthetic else roots.data
         print(
             f"\n{grid.file}: valid; {len(cells)} cells ({_counts(statuses)}"
             + (f"; {grid.merged} written twice, kept once" if grid.merged else "")
-            + f"); {len(todo)} would run with --executor {args.executor}. Data root: {data}"
+            + f"); {len(todo)} would run with --executor {args.executor}. Data root: "
+            + str(roots.data)
         )
         return 0
     if not todo:
         print(f"{grid.name}: nothing to run; {len(cells)} cells: {_counts(statuses)}.")
         return _report(ctx, cells)
     if grid.synthetic is not None:
-        ctx = replace(ctx, roots=ensure_synthetic(roots, grid.synthetic, grid.datasets))
+        ensure_synthetic(roots, grid.synthetic, grid.datasets)
     units = make_units(todo)
     print(
         f"{grid.name}: {len(todo)} of {len(cells)} cells to run in {len(units)} unit(s) "

@@ -27,7 +27,7 @@ from medtransfer.errors import MedTransferError
 from medtransfer.jobs.base import PRESETS, Job
 from medtransfer.jobs.registry import JOBS
 from medtransfer.sweep.cells import Cell
-from medtransfer.sweep.hashing import cell_key, json_value, reuse_key
+from medtransfer.sweep.hashing import cell_key, reuse_key
 from medtransfer.sweep.source import GridError, KeyPath, Located, load_located
 from medtransfer.sweep.values import (
     OptionField,
@@ -494,7 +494,12 @@ class _Reader:
             options = job.resolve(given, preset)
         except (ValueError, TypeError, MedTransferError) as exc:
             return str(exc)
-        plain = {name: json_value(value) for name, value in given.items()}
+        # as written (the job's parsers turn them into values again wherever the cell runs),
+        # with names canonical and paths absolute
+        plain = {
+            name: str(given[name]) if isinstance(given[name], Path) else value
+            for name, value in raw.items()
+        }
         return Cell(
             protocol=job.name,
             raw=plain,

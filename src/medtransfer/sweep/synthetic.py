@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from medtransfer.config import Roots
@@ -26,9 +26,9 @@ def synthetic_root(cache: Path, settings: Synthetic) -> Path:
     return Path(cache) / "sweep-synthetic" / sha256_json(asdict(settings))[:12]
 
 
-def ensure_synthetic(roots: Roots, settings: Synthetic, datasets: Iterable[str]) -> Roots:
-    """Write the trees of ``datasets`` that are not there yet; ``roots`` with the synthetic
-    data root."""
+def ensure_synthetic(roots: Roots, settings: Synthetic, datasets: Iterable[str]) -> Path:
+    """Write the trees of ``datasets`` that are not there yet under the synthetic data root
+    of ``settings`` (in ``roots.cache``); returns that root."""
     from medtransfer.data.catalog import get_dataset_spec
     from medtransfer.data.synth.primitives import SynthOptions
     from medtransfer.data.synth.writers import synthesize
@@ -50,4 +50,4 @@ def ensure_synthetic(roots: Roots, settings: Synthetic, datasets: Iterable[str])
                     raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return replace(roots, data=root)
+    return root
