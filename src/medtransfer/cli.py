@@ -1,5 +1,5 @@
 """Command line: ``datasets``, ``models`` and ``features`` actions, one sub-command per
-registered job (:mod:`medtransfer.jobs.registry`), and the demo.
+registered job (:mod:`medtransfer.jobs.registry`), sweeps, and the demo.
 
 Every sub-command accepts the global root flags (before or after its name). Errors the
 user can fix are printed without a traceback and exit with status 2.
@@ -112,6 +112,48 @@ def _add_features(commands: argparse._SubParsersAction) -> None:
         for options in OPTION_CLASSES:
             add_flags(parser, options, exclude=exclude)
         _add_roots(parser, top_level=False)
+
+
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    """``sweep GRID.yaml`` and ``sweep status GRID.yaml`` (docs/sweeps.md)."""
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of protocols x models x datasets x seeds from a YAML file, here or "
+        "on Slurm; `sweep status GRID` shows where it stands",
+        description="Validate the grid file (every problem listed with its line), then run "
+        "the cells that have no record yet, cells that share features together. Re-running "
+        "the same command resumes; `medtransfer sweep status GRID.yaml` lists every cell as "
+        "done, running, failed or pending with its record. See docs/sweeps.md.",
+    )
+    sweep.add_argument("target", metavar="GRID.yaml|status", help="the grid file, or `status`")
+    sweep.add_argument("grid", nargs="?", metavar="GRID.yaml", help="after `status`: the grid file")
+    sweep.add_argument(
+        "--executor",
+        choices=("local", "slurm", "submitit-local"),
+        default="local",
+        help="local: worker processes here; slurm: job arrays through submitit; "
+        "submitit-local: submitit's local executor, to try a grid (default: local)",
+    )
+    sweep.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes, one GPU each when several are visible (default: 1)",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
+    sweep.add_argument("--rerun-failed", action="store_true", help="run failed cells again")
+    sweep.add_argument(
+        "--force", action="store_true", help="run every cell again, even those with a record"
+    )
+    sweep.add_argument(
+        "--only",
+        action="append",
+        metavar="CELL",
+        help="only the cell(s) whose key starts so (repeatable; --dry-run lists the keys; "
+        "default: every cell)",
+    )
+    _add_roots(sweep, top_level=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:  # results, compare, plot, report
         _add_roots(add_command(commands, command), top_level=False)
 
+    _add_sweep(commands)
+
     demo = commands.add_parser(
         "demo",
         help="an offline tour: one architecture, ImageNet-pretrained vs random init, on real "
@@ -274,6 +318,12 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return command.run(_roots(args), build_options(command, args))
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from medtransfer.sweep.command import sweep_command
+
+    return sweep_command(_roots(args), args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from medtransfer.demo import run_demo
 
@@ -286,6 +336,7 @@ HANDLERS = {
     "features": _cmd_action,
     **{job.name: _cmd_job for job in JOBS},
     **{command.name: _cmd_read for command in COMMANDS},
+    "sweep": _cmd_sweep,
     "demo": _cmd_demo,
 }
 

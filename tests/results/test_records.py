@@ -155,3 +155,38 @@ def test_arrays_go_to_a_sidecar_named_in_the_record(tmp_path: Path) -> None:
     assert "arrays" not in json.loads(plain.read_text()) and load_sidecar(plain) is None
     sidecar_path(plain).write_bytes(b"not a zip")
     assert load_sidecar(plain) is None  # a damaged sidecar reads as none
+
+
+def _write_many(results: Path, created: str, count: int, start: float) -> list[str]:
+    """Wait until ``start``, then write ``count`` records created in the same second."""
+    import time
+
+    time.sleep(max(0.0, start - time.time()))
+    return [str(write_record(results, _record(created=created), ["x"])) for _ in range(count)]
+
+
+def test_processes_writing_in_the_same_second_never_pick_the_same_name(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    created = "2026-01-01T00:00:00Z"
+    start = time.time() + 1.0  # every process starts writing at this moment
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        parts = pool.starmap(_write_many, [(tmp_path, created, 5, start)] * 6)
+    paths = [path for part in parts for path in part]
+    assert len(set(paths)) == len(paths) == 30
+    folder = tmp_path / "few-shot" / "random_r18" / "shenzhencxr"
+    assert len(list(folder.glob("*.json"))) == 30 and len(list(folder.glob("*.log"))) == 30
+    for path in paths:  # every file is one whole record, with its own log
+        assert json.loads(Path(path).read_text())["created"] == created
+        assert Path(path).with_suffix(".log").read_text() == "x\n"
+
+
+def test_record_context_adds_keys_to_the_records_built_inside_it(tmp_path: Path) -> None:
+    from medtransfer.results.records import record_context
+
+    with record_context(sweep={"cell": "c" * 64}):
+        inside = json.loads(write_record(tmp_path, _record(), []).read_text())
+    outside = json.loads(write_record(tmp_path, _record(), []).read_text())
+    assert inside["sweep"] == {"cell": "c" * 64} and "sweep" not in outside
+    assert inside["config_hash"] == outside["config_hash"]

@@ -70,13 +70,17 @@ class Job:
     whose summary line is the job's line in ``medtransfer --help`` and whose body is its
     ``--help`` description; ``presets``: preset name -> {option field name: value}, the
     settings ``--preset NAME`` gives the fields the user did not set (e.g. ``"original"``:
-    what the published runs used, see ``docs/original-study.md``).
+    what the published runs used, see ``docs/original-study.md``); ``result_options``: the
+    fields declared ``output_only`` (see :mod:`medtransfer.jobs.flags`) that nevertheless
+    change THIS job's result (fine-tuning: ``batch_size``, its training batch), so resume
+    keys keep them.
     """
 
     name: str
     run: Callable[..., JobResult]
     doc: str | None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    result_options: tuple[str, ...] = ()
 
     @property
     def help(self) -> str:
@@ -134,9 +138,11 @@ class Job:
         return tuple(built)
 
     def check_presets(self) -> None:
-        """Raise TypeError unless every preset setting names one option field of this job
-        and no two options classes share a field name (a setting must have one home)."""
+        """Raise TypeError unless every preset setting names one option field of this job,
+        no two options classes share a field name (a setting must have one home), and every
+        name in ``result_options`` is an output-only field of this job."""
         seen: dict[str, str] = {}
+        output_only = set()
         for cls in self.options:
             for f in dataclasses.fields(cls):
                 if f.name in seen:
@@ -144,6 +150,11 @@ class Job:
                         f"{self.name}: field {f.name} is in both {seen[f.name]} and {cls.__name__}"
                     )
                 seen[f.name] = cls.__name__
+                if f.metadata.get("output_only"):
+                    output_only.add(f.name)
+        stray = sorted(set(self.result_options) - output_only)
+        if stray:
+            raise TypeError(f"{self.name}: result_options {stray} are no output-only fields")
         for preset, settings in self.presets.items():
             if preset not in PRESETS or preset == "none":
                 raise TypeError(f"{self.name}: unknown preset {preset!r}")

@@ -359,4 +359,5 @@ JOB = Job(
             "lr": ORIGINAL,
         }
     },
+    result_options=("batch_size",),
 )

@@ -14,6 +14,12 @@ joined by commas (``-m a -m b`` is ``a,b``; the caller splits them); a field dec
 ``cli=False`` has no flag (it is set by code, e.g. the settings a preset expanded to); a
 class attribute ``CLI_GROUP`` puts the class's flags under that heading.
 
+A field declared with ``output_only=True`` changes where, how fast or how visibly a result
+is computed (device, workers, batch size of frozen passes, progress bars), never the result
+itself: resume keys (:mod:`medtransfer.sweep.hashing`) leave it out, so setting it never
+re-runs finished work. A job whose result does depend on such a field names it in
+:attr:`medtransfer.jobs.base.Job.result_options` (fine-tuning: the training batch).
+
 A flag the user did not give is absent from the parsed arguments (its argparse default is
 ``SUPPRESS``), so :func:`given_values` tells the values the user chose from the defaults,
 and a preset (:meth:`medtransfer.jobs.base.Job.resolve`) can fill in only the rest.
@@ -47,6 +53,7 @@ def option(
     parse: Parser | None = None,
     cli: bool = True,
     many: bool = False,
+    output_only: bool = False,
 ) -> Any:
     """A dataclass field with its command-line form (module docstring)."""
     metadata = {
@@ -56,6 +63,7 @@ def option(
         "parse": parse,
         "cli": cli,
         "many": many,
+        "output_only": output_only,
     }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)

@@ -688,4 +688,11 @@ def run_invariance(
     return dataclasses.replace(results[-1], lines=[*lines, *results[-1].lines])
 
 
-JOB = Job("invariance", run_invariance, __doc__, presets={"original": PRESET})
+JOB = Job(
+    "invariance",
+    run_invariance,
+    __doc__,
+    presets={"original": PRESET},
+    # with --batchnorm original the covariance images go through in batches of --batch-size
+    result_options=("batch_size",),
+)

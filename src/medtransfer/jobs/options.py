@@ -234,7 +234,9 @@ class RunOptions:
     CLI_GROUP: ClassVar[str] = "compute"
 
     device: str = option(
-        "auto", "auto (a GPU when there is one, mixed precision there), cpu or cuda[:N]"
+        "auto",
+        "auto (a GPU when there is one, mixed precision there), cpu or cuda[:N]",
+        output_only=True,
     )
     precision: str = option(
         "auto",
@@ -242,9 +244,9 @@ class RunOptions:
         "frozen features and fp16 AMP for fine-tuning",
         choices=PRECISIONS,
     )
-    workers: int = option(0, "image decoding processes")
-    batch_size: int = option(64, "images per forward pass")
-    progress: bool = option(True, "hide progress bars", flags=("--no-progress",))
+    workers: int = option(0, "image decoding processes", output_only=True)
+    batch_size: int = option(64, "images per forward pass", output_only=True)
+    progress: bool = option(True, "hide progress bars", flags=("--no-progress",), output_only=True)
     use_prepared: bool = option(
         True,
         "decode the original files even where `datasets prepare` made resized copies",
@@ -255,7 +257,11 @@ class RunOptions:
         "original: every setting the published runs used (docs/original-study.md), for the "
         "flags you do not give; none: the corrected defaults",
         choices=PRESETS,
+        output_only=True,  # what it sets is in the other fields
     )
     preset_settings: dict[str, Any] = option(
-        {}, "the settings the preset applied (set by the preset, not a flag)", cli=False
+        {},
+        "the settings the preset applied (set by the preset, not a flag)",
+        cli=False,
+        output_only=True,
     )

@@ -75,7 +75,7 @@ class PerceptualOptions:
     ssim: bool = option(True, "leave out SSIM and MS-SSIM", flags=("--no-ssim",))
     image_size: int = image_size_option(224)
     tables: Path | None = option(
-        None, "folder of the CSV tables (default: <results>/perceptual-distance)"
+        None, "folder of the CSV tables (default: <results>/perceptual-distance)", output_only=True
     )
 
 

@@ -91,7 +91,7 @@ class ReconstructOptions:
         "original's ToPILImage)",
         choices=QUANTIZERS,
     )
-    checkpoint_every: int = option(250, "steps between checkpoints")
+    checkpoint_every: int = option(250, "steps between checkpoints", output_only=True)
 
 
 @dataclass(frozen=True)
@@ -371,4 +371,7 @@ JOB = Job(
             "depth": 6,
         }
     },
+    # Images optimised together round differently from images optimised alone
+    # (docs/analyses/reconstruction.md), so the group size is part of a result's key.
+    result_options=("batch_size",),
 )

@@ -3,7 +3,7 @@
 Every 10 × 10 window of a 242-px image is occluded (value 0 in the model's normalised
 input space) and scored by the relative change of the pooled feature; the scores average
 into a 224 × 224 map, and attentive diffusion is the percentage of map pixels above the
-map's mean. --images N images are drawn with --seed from the test split, plus --image PATH
+map's mean. --images N images are drawn with --seed from the test split (--split), plus --image PATH
 of your own; the record holds each image's value and their mean with a bootstrap interval,
 and a folder beside it holds per image the map (map.npy), heatmap.png and overlay.png.
 Occluded copies go through the model in batches of --batch-size; each image's scores are
@@ -40,7 +40,10 @@ _VOLUME_SUFFIXES = (".mha", ".mhd")
 class SaliencyOptions:
     """Saliency flags: which images, the occlusion geometry, BatchNorm statistics."""
 
-    images: int = option(10, "images drawn from the test split (0: only --image)")
+    images: int = option(10, "images drawn from --split (0: only --image)")
+    split: str = option(
+        "test", "the split images are drawn from", choices=("test", "train", "val", "all")
+    )
     image: Path | None = option(
         None, "an image file of yours to analyse too (.mha/.mhd: the middle slice, HU window)"
     )
@@ -109,7 +112,7 @@ def _draw(job: ModelJob, options: SaliencyOptions) -> tuple[list[SaliencyImage],
     from medtransfer.data.sources.stoic import load_stoic
 
     manifest = job.manifest
-    test = manifest.select("test") if options.images > 0 else np.zeros(0, dtype=np.int64)
+    test = manifest.select(options.split) if options.images > 0 else np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(options.seed)
     rows = rng.choice(test, size=min(options.images, len(test)), replace=False)
     paths, files, labels = manifest.absolute_paths(), manifest.files(), manifest.labels
@@ -276,8 +279,8 @@ def run_saliency(
     images, available = _draw(job, options)
     if not images:
         raise ConfigError(
-            f"{opened.spec.name}: the test split has no image; use --image PATH or another "
-            "--split-policy."
+            f"{opened.spec.name}: the {options.split} split has no image; use --split all, "
+            "--image PATH or another --split-policy."
         )
     precision = resolve_precision(run.precision, job.device)
     preprocessing = Preprocessing(options.image_size, resize="shorter")
@@ -341,7 +344,7 @@ def run_saliency(
         "metric": "attentive_diffusion",
         "images": options.images,
         "image": str(options.image) if options.image else None,
-        "image_split": "test",
+        "image_split": options.split,
         "image_size": options.image_size,
         "resize": "shorter side, bicubic, then centre crop",
         "patch": options.patch,
@@ -368,9 +371,9 @@ def run_saliency(
             "approximates the stride-1 map"
         )
     if available < options.images:
-        lines.insert(0, f"the test split holds {available} image(s); all of them are used")
+        lines.insert(0, f"the {options.split} split holds {available} image(s); all are used")
     drawn = f"{len(per_image) - (options.image is not None)} drawn with seed {options.seed} "
-    drawn += "from the test split" + (f", and {options.image}" if options.image else "")
+    drawn += f"from the {options.split} split" + (f", and {options.image}" if options.image else "")
     policies = {
         "images": drawn,
         "occlusion": f"{options.patch}-px patch at stride {options.stride}, value 0 after the "

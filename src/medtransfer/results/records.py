@@ -7,17 +7,25 @@ name for its own weights and ``MODEL@<file stem>`` (or the user's ``--label``) f
 file, so runs of one architecture with different weights never share a folder. ``run_id``
 is the UTC start time plus the first 8 hex digits of the hash of (protocol, model, label,
 dataset, params, seed), so repeated runs never overwrite each other and one configuration's
-runs sort together in time. The schema is documented in ``docs/records.md``; bump
-:data:`SCHEMA_VERSION` on any incompatible change.
+runs sort together in time; a second run that starts in the same second gets the next free
+``-2``, ``-3``, ... suffix, claimed atomically (two processes can never pick the same
+name). The schema is documented in ``docs/records.md``; bump :data:`SCHEMA_VERSION` on any
+incompatible change.
+
+Code that runs jobs on behalf of something else (a sweep) can add keys to every record
+written inside a :func:`record_context` block, without the jobs knowing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import io
+import os
 import platform
 import subprocess
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,21 @@ from medtransfer.fsutil import (
 from medtransfer.results.sidecar import sidecar_path
 
 SCHEMA_VERSION = 1
+
+_CONTEXT: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "record_context", default=()
+)
+
+
+@contextlib.contextmanager
+def record_context(**keys: Any) -> Iterator[None]:
+    """Every record built inside the block carries ``keys`` as extra top-level keys (a sweep
+    tags its records with the cell they belong to); they are not part of ``config_hash``."""
+    token = _CONTEXT.set((*_CONTEXT.get(), *keys.items()))
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 def _safe(name: str) -> str:
@@ -166,6 +189,7 @@ class Record:
             "config_hash": self.config_hash(),
             "timings": self.timings,
             "environment": self.environment,
+            **dict(_CONTEXT.get()),
             **self.extra,
         }
 
@@ -198,25 +222,44 @@ def write_record(
     folder = record_folder(results_root, record)
     stamp = record.created.replace("-", "").replace(":", "")
     run_id = f"{stamp}-{record.config_hash()[:8]}"
-    path = folder / f"{run_id}.json"
-    counter = 1
-    while path.exists() or outputs_folder(path).exists():
-        counter += 1
-        path = folder / f"{run_id}-{counter}.json"
-    if outputs is not None:
-        with atomic_directory(outputs_folder(path)) as staging:
-            outputs(staging)
-    if arrays:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-        atomic_write_bytes(sidecar_path(path), buffer.getvalue())
-        record.extra["arrays"] = {
-            "file": sidecar_path(path).name,
-            "contents": {
-                k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
-                for k, v in arrays.items()
-            },
-        }
+    path = _claim(folder, run_id)
+    try:
+        if outputs is not None:
+            with atomic_directory(outputs_folder(path)) as staging:
+                outputs(staging)
+        if arrays:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+            atomic_write_bytes(sidecar_path(path), buffer.getvalue())
+            record.extra["arrays"] = {
+                "file": sidecar_path(path).name,
+                "contents": {
+                    k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
+                    for k, v in arrays.items()
+                },
+            }
+    except BaseException:
+        path.with_suffix(".log").unlink(missing_ok=True)  # give the claimed name back
+        raise
     atomic_write_text(path.with_suffix(".log"), "\n".join(log_lines) + "\n")
     atomic_write_json(path, record.to_json())
     return path
+
+
+def _claim(folder: Path, run_id: str) -> Path:
+    """The first free ``<run_id>[-N].json`` in ``folder`` (neither the record nor its
+    outputs folder exists), claimed for this process by creating its ``.log`` exclusively
+    (``O_EXCL``: of several processes asking at once, exactly one gets each name); the log
+    is then overwritten atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    while True:
+        path = folder / (f"{run_id}.json" if counter == 1 else f"{run_id}-{counter}.json")
+        counter += 1
+        if path.exists() or outputs_folder(path).exists():
+            continue
+        try:
+            os.close(os.open(path.with_suffix(".log"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        return path
