@@ -307,3 +307,11 @@ def test_results_command_on_the_sweep(sweep: Sweep, tmp_path: Path) -> None:
         assert status == 0 and pd.read_parquet(tmp_path / "r.pq").shape[0] == len(rows)
     finally:
         (sweep.roots.results / "notes.json").unlink()
+
+
+def test_label_policies_read_as_words() -> None:
+    from medtransfer.results.table import label_policy_text
+
+    assert label_policy_text({"uncertain": "negative"}) == "uncertain=negative"
+    assert label_policy_text({}) == "" and label_policy_text(None) == ""
+    assert label_policy_text("original") == "original"  # records written before the dict

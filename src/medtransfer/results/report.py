@@ -28,7 +28,7 @@ from medtransfer.results.compare import (
     interval_text,
 )
 from medtransfer.results.plots import FigureFile, all_figures
-from medtransfer.results.table import COLUMNS, long_table
+from medtransfer.results.table import COLUMNS, label_policy_text, long_table
 
 #: Fewer test items than this and a number "rests on few images".
 FEW_IMAGES = 100
@@ -186,7 +186,7 @@ def _what_was_run(records: Sequence[RecordFile], table: pd.DataFrame) -> str:
         ("protocols", values(lambda r: r.data["protocol"])),
         ("presets", values(lambda r: r.params.get("preset") or "none")),
         ("split policies", values(lambda r: r.params.get("split_policy"))),
-        ("label policies", values(lambda r: r.params.get("label_policy"))),
+        ("label policies", values(lambda r: label_policy_text(r.params.get("label_policy")))),
         ("precision", values(lambda r: r.params.get("precision"))),
         ("devices", values(env("device_name")) if values(env("device_name")) != "—" else ""),
         ("device kinds", values(env("device"))),

@@ -143,6 +143,14 @@ def _natural(name: str) -> tuple[object, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
+def label_policy_text(value: object) -> str:
+    """A record's ``label_policy`` in words: ``uncertain=negative`` for the label options a
+    dataset uses (a dict in current records, a word in older ones); ``""`` when it has none."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value) if value else ""
+
+
 def record_metric(params: Mapping[str, Any]) -> str | None:
     """The record key of a record's ``params.metric`` (``mean per-class accuracy`` ->
     ``mean_per_class_accuracy``), or None."""
@@ -202,7 +210,7 @@ def record_rows(record: RecordFile) -> list[dict[str, Any]]:
         "n_eval": evaluated_count(data),
         "preset": params.get("preset") or "none",
         "split_policy": params.get("split_policy") or "",
-        "label_policy": params.get("label_policy") or "",
+        "label_policy": label_policy_text(params.get("label_policy")),
         "precision": params.get("precision") or "",
         "config_hash": data["config_hash"],
         "created": data["created"],
