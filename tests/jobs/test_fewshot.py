@@ -38,3 +38,24 @@ def test_several_seeds_print_each_and_the_spread(job_roots: Roots) -> None:
     assert result.lines[2].startswith("over 2 episode seeds: ")
     assert result.metrics["accuracy_spread"]["n"] == 2
     assert [entry["seed"] for entry in result.record["per_seed"]] == [3, 4]
+
+
+def test_the_pool_line_counts_patients_where_they_are_fewer_than_images(
+    job_roots: Roots, tmp_path
+) -> None:
+    """Several images per patient: the pool line names the independent sources behind the
+    interval; one image per patient (Shenzhen) says nothing more than the image count."""
+    shenzhen = job_roots.data / "shenzhencxr"
+    images = sorted(shenzhen.rglob("*.png"))[:24]
+    rows = ["path,label,patient"]
+    for index, path in enumerate(images):
+        label = int(path.stem.endswith("_1"))
+        rows.append(f"{path},{label},p{label}-{index % 3}")  # 3 patients a class
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(rows) + "\n")
+    result = run_few_shot(job_roots, DataOptions(f"csv:{table}"), MODEL, OPTIONS, RUN)
+    pool = next(note for note in result.notes if note.startswith("pool:"))
+    assert pool.endswith("24 images from 6 patients")
+    assert result.record["pool_patients"] == 6
+    alone = run_few_shot(job_roots, DataOptions("shenzhencxr"), MODEL, OPTIONS, RUN)
+    assert next(n for n in alone.notes if n.startswith("pool:")).endswith(": 24 images")

@@ -156,7 +156,10 @@ def run_few_shot(
         "pool": options.pool,
         "seeds": seeds if options.seeds else None,
     }
-    extra: dict[str, Any] = {"pool_rows": len(rows)}
+    extra: dict[str, Any] = {
+        "pool_rows": len(rows),
+        "pool_patients": _patients(opened.manifest, rows),
+    }
     if len(seeds) > 1:
         extra["per_seed"] = [{"seed": s, **m} for s, m in zip(seeds, per_seed, strict=True)]
     log_only = [f"episodes drawn from {len(rows)} rows"]
@@ -168,7 +171,8 @@ def run_few_shot(
             preprocessing.resize_side(),
             protocol="few-shot",
         ),
-        "pool": f"episodes drawn from {described}: {len(rows):,} images",
+        "pool": f"episodes drawn from {described}: {len(rows):,} images"
+        + _sources(opened.manifest, rows),
         "interval": "the ± is 1.96 std / sqrt(episodes): episode resampling only, not the "
         "choice of images or patients",
     }
@@ -184,6 +188,21 @@ def run_few_shot(
         policies=policies, headlines=(headline,),
     )  # fmt: skip
     return write_feature_record(roots, job, model, outcome)
+
+
+def _patients(manifest: Any, rows: Any) -> int | None:
+    """How many patients the pool ``rows`` come from; None where the data has no patient
+    ids (each image is then its own patient and the count says nothing more)."""
+    patients = manifest.table["patient"].to_numpy()[rows]
+    known = [p for p in patients if p]
+    return len(set(known)) if known and len(known) == len(patients) else None
+
+
+def _sources(manifest: Any, rows: Any) -> str:
+    """`` from N patients`` where the pool's patients are known and fewer than its images
+    (the independent sources behind the interval), else ``""``."""
+    count = _patients(manifest, rows)
+    return f" from {count:,} patients" if count is not None and count < len(rows) else ""
 
 
 JOB = Job(
