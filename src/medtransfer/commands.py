@@ -383,14 +383,7 @@ def features_extract(roots: Roots, args: argparse.Namespace) -> int:
     result = extract_feature_part(
         roots, opened, request.model, preprocessing, request.run, part, protocol=request.protocol
     )
-    if result.shards:
-        span = f"shards {result.shards[0]}-{result.shards[-1]} ({result.rows:,} rows)"
-    else:
-        span = "nothing left" if result.complete else "no shard (more parts than shards)"
-    print(
-        f"part {result.part}: {span}: {result.rows_computed:,} extracted now, "
-        f"{result.rows_reused:,} already there, {result.seconds:.1f} s"
-    )
+    print(result.summary())
     _print_store(result.status)
     if result.merged:
         print(f"part {result.part} was the last to finish and completed the store.")

@@ -60,7 +60,7 @@ def test_every_bad_entry_is_listed_once_with_its_line_and_column(tmp_path: Path)
         "12:30: unknown Slurm resource 'gpus'; resources: partition, gpus_per_node, "
         "cpus_per_task, mem_gb, timeout_min, array_parallelism, account, qos, constraint, setup",
         "13:5: unknown key 'colour'; keys here: protocol, models, datasets, seeds, vary, preset, "
-        "options, when, exclude, slurm, stage",
+        "options, when, exclude, slurm, split_extraction, stage",
     ]
 
 

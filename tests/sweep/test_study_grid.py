@@ -73,6 +73,16 @@ def test_the_study_grid_has_every_cell_of_the_original(registered_part: Path) ->
     assert len(auc) == 5 and {c.raw["lr"] for c in auc} == {3e-5}
     linear = [c for c in grid.cells if c.protocol == "linear"]
     assert all(c.raw["no_norm"] for c in linear)
+    # the three large datasets have their feature extraction split, in every cell that reads it
+    large = {"chexpert": 8, "chestx": 4, "diabetic_retinopathy": 4}
+    for cell in grid.cells:
+        parts = (
+            large.get(cell.raw.get("dataset", ""))
+            if cell.protocol in ("few-shot", "linear")
+            else None
+        )
+        assert (cell.split or {}).get("parts") == parts, cell.label
+        assert cell.split is None or cell.split["min_images"] == 20000
 
 
 def test_the_typos_of_the_runner_are_corrected() -> None:

@@ -136,6 +136,17 @@ class PartResult:
     path: Path
     status: StoreStatus
 
+    def summary(self) -> str:
+        """One line for people: the part's shards, and rows extracted now and found saved."""
+        if self.shards:
+            span = f"shards {self.shards[0]}-{self.shards[-1]} ({self.rows:,} rows)"
+        else:
+            span = "nothing left" if self.complete else "no shard (more parts than shards)"
+        return (
+            f"part {self.part}: {span}: {self.rows_computed:,} extracted now, "
+            f"{self.rows_reused:,} already there, {self.seconds:.1f} s"
+        )
+
 
 def feature_key(
     weights_sha256: str,

@@ -22,7 +22,10 @@ class Cell:
     ``FILE:LINE:COL`` of the grid entry it comes from; ``key``: the cell key
     (:func:`~medtransfer.sweep.hashing.cell_key`); ``reuse``: the reuse key of the features
     it reads (None: it reads none); ``label``: the cell for people (protocol, model,
-    dataset, the settings that change its result).
+    dataset, the settings that change its result); ``split``: the grid's
+    ``split_extraction`` for it (``{"min_images", "parts", "slurm"}``; None: its feature
+    extraction is never split). Neither ``label`` nor ``split`` changes the cell's result,
+    so neither is in its key.
     """
 
     protocol: str
@@ -34,6 +37,7 @@ class Cell:
     key: str
     reuse: str | None
     label: str = field(default="", compare=False)
+    split: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def short(self) -> str:

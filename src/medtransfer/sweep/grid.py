@@ -4,8 +4,9 @@ A grid file (``docs/sweeps.md`` has the full schema) holds ``grid``, a list of b
 each block names a ``protocol`` (a registered job) and the axes ``models``, ``datasets``,
 ``seeds`` and ``vary`` (option -> values), whose product gives its cells; ``options``,
 ``when`` (overrides for the cells that match) and ``exclude`` shape them. Top-level
-``defaults`` (options for every cell whose job has them), ``preset``, ``slurm`` (resources)
-and ``synthetic`` (run on synthetic trees) apply to every block.
+``defaults`` (options for every cell whose job has them), ``preset``, ``slurm`` (resources),
+``split_extraction`` (from which dataset size a feature extraction is split into parts,
+and into how many) and ``synthetic`` (run on synthetic trees) apply to every block.
 
 :func:`load_grid` checks the whole file before anything runs and raises ONE
 :class:`~medtransfer.sweep.source.GridError` that lists every problem with its
@@ -25,6 +26,7 @@ from typing import Any
 
 from medtransfer.errors import MedTransferError
 from medtransfer.jobs.base import PRESETS, Job
+from medtransfer.jobs.features import FEATURE_PROTOCOLS
 from medtransfer.jobs.registry import JOBS
 from medtransfer.sweep.cells import Cell
 from medtransfer.sweep.hashing import cell_key, reuse_key
@@ -38,7 +40,16 @@ from medtransfer.sweep.values import (
     suggest,
 )
 
-TOP_KEYS = ("name", "preset", "defaults", "slurm", "synthetic", "grid", "anchors")
+TOP_KEYS = (
+    "name",
+    "preset",
+    "defaults",
+    "slurm",
+    "split_extraction",
+    "synthetic",
+    "grid",
+    "anchors",
+)
 BLOCK_KEYS = (
     "protocol",
     "models",
@@ -50,9 +61,12 @@ BLOCK_KEYS = (
     "when",
     "exclude",
     "slurm",
+    "split_extraction",
     "stage",
 )
-WHEN_KEYS = ("match", "options", "slurm")
+WHEN_KEYS = ("match", "options", "slurm", "split_extraction")
+#: Keys of a ``split_extraction`` entry (``min_images`` and ``parts`` are required).
+SPLIT_KEYS = ("min_images", "parts", "slurm")
 
 #: Slurm resources a grid may set, with the types they take.
 RESOURCES: dict[str, type | tuple[type, ...]] = {
@@ -76,6 +90,8 @@ DEFAULT_RESOURCES: dict[str, Any] = {
 }
 SYNTHETIC_KEYS: dict[str, int] = {"per_class": 12, "size": 48, "seed": 0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: A ``when`` entry that says nothing about ``split_extraction``.
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ class _Reader:
         preset = self._preset(data.get("preset", "none"), ("preset",), None)
         defaults = self._defaults(data.get("defaults", {}))
         resources = {**DEFAULT_RESOURCES, **self._resources(data.get("slurm", {}), ("slurm",))}
+        split = self._split(data.get("split_extraction"), ("split_extraction",))
         synthetic = self._synthetic(data.get("synthetic"))
         blocks = data.get("grid")
         cells: list[Cell] = []
@@ -170,7 +187,7 @@ class _Reader:
                 if not isinstance(block, dict):
                     self.problems.add(path, "each grid entry is a mapping with a `protocol:`")
                     continue
-                cells.extend(self._block(block, path, preset, defaults, resources))
+                cells.extend(self._block(block, path, preset, defaults, resources, split))
         if synthetic is not None:
             self._check_synthetic(cells)
         self.problems.check()
@@ -231,6 +248,39 @@ class _Reader:
                 out[key] = item
         return out
 
+    def _split(self, value: Any, path: KeyPath) -> dict[str, Any] | None:
+        """A checked ``split_extraction`` entry (``{"min_images", "parts", "slurm"}``), or
+        None for ``false`` or one with problems (added)."""
+        if value is None or value is False:
+            return None
+        usage = (
+            "split_extraction: {min_images: N, parts: K} (split the feature extraction of a "
+            "dataset of N images or more into K tasks), or false"
+        )
+        if not isinstance(value, dict):
+            self.problems.add(path, usage)
+            return None
+        found = self.problems.count
+        self._unknown_keys(value, path, SPLIT_KEYS)
+        for key, least, meaning in (
+            ("min_images", 1, "the smallest dataset, in images, whose extraction is split"),
+            ("parts", 2, "how many tasks share one extraction"),
+        ):
+            if key not in value:
+                self.problems.add(path, f"split_extraction needs {key} ({meaning})")
+                continue
+            item = value[key]
+            if isinstance(item, bool) or not isinstance(item, int) or item < least:
+                one = type(item) is int and item == 1
+                hint = " (1 part is no split: write `split_extraction: false`)" if one else ""
+                self.problems.add(
+                    (*path, key), f"{key} takes a whole number >= {least}, got {item!r}{hint}"
+                )
+        resources = self._resources(value.get("slurm", {}), (*path, "slurm"))
+        if self.problems.count > found:
+            return None
+        return {"min_images": value["min_images"], "parts": value["parts"], "slurm": resources}
+
     def _synthetic(self, value: Any) -> Synthetic | None:
         if value is None or value is False:
             return None
@@ -268,6 +318,7 @@ class _Reader:
         preset: str,
         defaults: dict[str, Any],
         resources: dict[str, Any],
+        split: dict[str, Any] | None,
     ) -> list[Cell]:
         found = self.problems.count
         self._unknown_keys(block, path, BLOCK_KEYS)
@@ -313,11 +364,16 @@ class _Reader:
         preset_path: KeyPath = (*path, "preset") if "preset" in block else ("preset",)
         block_preset = self._preset(block.get("preset", preset), preset_path, job)
         block_resources = {**resources, **self._resources(block.get("slurm", {}), (*path, "slurm"))}
+        if "split_extraction" in block:
+            split = self._split(block["split_extraction"], (*path, "split_extraction"))
+            self._reads_features(job, block["split_extraction"], (*path, "split_extraction"))
         stage = block.get("stage", 0)
         if isinstance(stage, bool) or not isinstance(stage, int) or stage < 0:
             self.problems.add((*path, "stage"), "stage: a whole number (0 runs first)")
             stage = 0
-        rules = self._when(block["when"], (*path, "when"), fields, axes) if "when" in block else []
+        rules = (
+            self._when(block["when"], (*path, "when"), fields, axes, job) if "when" in block else []
+        )
         excluded = [
             self._match(item, (*path, "exclude", i), axes)
             for i, item in enumerate(self._values(block.get("exclude", ()), (*path, "exclude")))
@@ -346,11 +402,17 @@ class _Reader:
             raw = {**job_defaults, **options}
             raw.update({k: [v] if k == "seeds" else v for k, v in point.items()})
             cell_resources = dict(block_resources)
-            for matches, when_options, when_resources in rules:
+            cell_split = split
+            for matches, when_options, when_resources, when_split in rules:
                 if matches(point):
                     raw.update(when_options)
                     cell_resources.update(when_resources)
-            cell = self._cell(job, fields, raw, block_preset, stage, cell_resources, place)
+                    cell_split = cell_split if when_split is _UNSET else when_split
+            if job.name not in FEATURE_PROTOCOLS:
+                cell_split = None  # a top-level setting: only jobs over stored features
+            cell = self._cell(
+                job, fields, raw, block_preset, stage, cell_resources, place, cell_split
+            )
             if isinstance(cell, Cell):
                 cells.append(cell)
             else:
@@ -428,13 +490,24 @@ class _Reader:
             if self._option(fields, name, (*path, name), item)
         }
 
+    def _reads_features(self, job: Job | None, value: Any, path: KeyPath) -> None:
+        """A block or ``when`` entry of a job that reads no stored features may not ask
+        for a split (false is fine)."""
+        if job is not None and value not in (None, False) and job.name not in FEATURE_PROTOCOLS:
+            self.problems.add(
+                path,
+                f"{job.name} reads no stored features (only {', '.join(FEATURE_PROTOCOLS)} "
+                "do): split_extraction has nothing to split here; leave it out",
+            )
+
     def _when(
         self,
         value: Any,
         path: KeyPath,
         fields: dict[str, OptionField],
         axes: dict[str, list[Any]],
-    ) -> list[tuple[Callable[[dict[str, Any]], bool], dict[str, Any], dict[str, Any]]]:
+        job: Job | None,
+    ) -> list[tuple[Callable[[dict[str, Any]], bool], dict[str, Any], dict[str, Any], Any]]:
         rules = []
         for i, rule in enumerate(self._values(value, path)):
             where: KeyPath = (*path, i)
@@ -445,7 +518,11 @@ class _Reader:
             matches = self._match(rule["match"], (*where, "match"), axes)
             options = self._options(rule.get("options", {}), (*where, "options"), fields)
             resources = self._resources(rule.get("slurm", {}), (*where, "slurm"))
-            rules.append((matches, options, resources))
+            split = _UNSET
+            if "split_extraction" in rule:
+                split = self._split(rule["split_extraction"], (*where, "split_extraction"))
+                self._reads_features(job, rule["split_extraction"], (*where, "split_extraction"))
+            rules.append((matches, options, resources, split))
         return rules
 
     def _match(
@@ -487,6 +564,7 @@ class _Reader:
         stage: int,
         resources: dict[str, Any],
         place: str,
+        split: dict[str, Any] | None,
     ) -> Cell | str:
         """The cell of ``raw`` under ``preset``, or why the job refuses it."""
         try:
@@ -510,6 +588,7 @@ class _Reader:
             key=cell_key(job, options),
             reuse=reuse_key(options),
             label=_label(job.name, plain, fields, preset),
+            split=split,
         )
 
 

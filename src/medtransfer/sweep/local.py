@@ -72,7 +72,7 @@ def run_local(
     """Run ``units`` (one stage of ``plan``) with up to ``jobs`` workers; the problems of
     workers that did not end normally (cells that failed are in their states, not here)."""
     stage = units[0].stage
-    count = min(jobs, len(units))
+    count = min(jobs, len(units))  # extraction parts are units of their own
     gpus = visible_gpus(count)
     if len(gpus) > 1:
         say(f"{count} workers on GPUs {', '.join(gpus)} (one each, round robin)")

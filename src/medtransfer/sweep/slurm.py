@@ -6,7 +6,12 @@ Each unit is one task; the units of a stage that ask for the same resources are 
 array (``array_parallelism`` of them at once). A task is a submitit ``Checkpointable``:
 when Slurm preempts it, or its time runs out, submitit requeues it, and the requeued task
 runs what its unit has left (finished cells have their records; the interrupted one runs
-again). Task logs (``<job id>_<task>_log.out``/``.err``) are under
+again). Extraction parts (:mod:`medtransfer.sweep.split`) are units of their own,
+submitted first; the arrays of units whose cells wait for parts depend on the part arrays
+(``--dependency=afterany:...``), so they queue without holding an allocation, and start
+once every part has ended (a part that failed leaves its rows to the cells). On submitit's
+local executor, which has no dependencies, the part tasks are started first and the units
+wait for them by lock. Task logs (``<job id>_<task>_log.out``/``.err``) are under
 ``<results>/sweeps/<grid>/submitit/``; each cell's own output is in its cell log. The
 driver waits for the tasks and reports them; if it dies, the tasks keep running, and the
 same command later resumes without submitting cells that are still running.
@@ -69,13 +74,18 @@ def check_slurm() -> None:
         )
 
 
-def parameters(resources: dict[str, Any], cluster: str, name: str) -> dict[str, Any]:
+def parameters(
+    resources: dict[str, Any], cluster: str, name: str, after: Sequence[str] = ()
+) -> dict[str, Any]:
     """submitit parameters for a unit's ``resources`` on ``cluster`` (``slurm`` or
-    ``local``; the local executor takes only the shared ones)."""
+    ``local``; the local executor takes only the shared ones); ``after``: Slurm job ids
+    whose end the tasks wait for."""
     params: dict[str, Any] = {"name": name}
     params.update({key: resources[key] for key in _SHARED if key in resources})
     if cluster == "slurm":
         params.update({_SLURM_NAMES[k]: v for k, v in resources.items() if k in _SLURM_NAMES})
+        if after:
+            params["slurm_dependency"] = f"afterany:{':'.join(after)}"
     return params
 
 
@@ -89,19 +99,33 @@ def run_submitit(
     """Submit ``units`` (one stage) to ``cluster`` and wait for them; the problems of tasks
     that did not finish (cells that failed are in their states, not here). On the local
     cluster at most ``jobs`` tasks run at once."""
-    executor = submitit.AutoExecutor(folder=ctx.folder / "submitit" / "%j", cluster=cluster)
-    groups: dict[str, list[Unit]] = {}
+    groups: dict[tuple[int, str], list[Unit]] = {}
     for unit in units:
-        groups.setdefault(json.dumps(unit.resources, sort_keys=True), []).append(unit)
+        resources = json.dumps(unit.resources, sort_keys=True)
+        groups.setdefault((_kind(unit), resources), []).append(unit)
     waiting: list[tuple[Any, Unit]] = []
     problems: list[str] = []
+    part_arrays: dict[str, str] = {}  # part key -> its array's job id
     try:
-        for group in groups.values():
-            executor.update_parameters(**parameters(group[0].resources, cluster, ctx.grid))
+        for (kind, _), group in sorted(groups.items(), key=lambda item: item[0][0]):
+            needs_parts = kind == _WAITS
+            after = sorted(
+                {part_arrays[p.key] for u in group for p in u.parts if p.key in part_arrays}
+            )
+            # an executor per group: submitit keeps parameters once set (a dependency too)
+            executor = submitit.AutoExecutor(folder=ctx.folder / "submitit" / "%j", cluster=cluster)
+            executor.update_parameters(
+                **parameters(group[0].resources, cluster, ctx.grid, after if needs_parts else ())
+            )
             tasks = [UnitTask(ctx.to_json(), unit.to_json()) for unit in group]
             if cluster == "slurm":
                 submitted = executor.submit_array(tasks)
-                say(f"submitted job array {submitted[0].job_id.split('_')[0]}: {len(tasks)} tasks")
+                array = submitted[0].job_id.split("_")[0]
+                what = "extraction part" if not group[0].cells else "unit"
+                waits = f", after {', '.join(after)}" if needs_parts and after else ""
+                say(f"submitted job array {array}: {len(tasks)} {what} task(s){waits}")
+                for unit in group:
+                    part_arrays.update({p.key: array for p in unit.parts if not unit.cells})
                 waiting.extend(zip(submitted, group, strict=True))
                 continue
             for task, unit in zip(tasks, group, strict=True):
@@ -118,6 +142,17 @@ def run_submitit(
     return problems
 
 
+_PART, _FREE, _WAITS = 0, 1, 2
+
+
+def _kind(unit: Unit) -> int:
+    """The order units are submitted in: extraction parts, units that wait for none, units
+    that wait for parts."""
+    if not unit.cells:
+        return _PART
+    return _WAITS if unit.parts else _FREE
+
+
 def _collect(ctx: RunContext, job: Any, unit: Unit, say: Callable[[str], None]) -> list[str]:
     """Wait for ``job``; say how each cell of its unit stands; its problem, if it did not
     finish."""
@@ -129,10 +164,10 @@ def _collect(ctx: RunContext, job: Any, unit: Unit, say: Callable[[str], None]) 
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else type(exc).__name__
         return [
-            f"task {job.job_id} ({len(unit.cells)} cell(s), from {unit.cells[0].label}) did "
-            f"not finish: {reason}; task log {job.paths.stderr}"
+            f"task {job.job_id} ({unit.label}) did not finish: {reason}; task log "
+            f"{job.paths.stderr}"
         ]
-    for cell in unit.cells:  # a requeued task returns only what its last run did
-        status = cell_status(ctx.roots.results, cell.key).status
-        say(f"{status}: {cell.label} ({cell.short}; task {job.job_id})")
+    for task in unit.cells or unit.parts:  # a requeued task returns only its last run's
+        status = cell_status(ctx.roots.results, task.key).status
+        say(f"{status}: {task.label} ({task.short}; task {job.job_id})")
     return []

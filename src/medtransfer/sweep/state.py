@@ -8,6 +8,10 @@
            ``record`` (relative to the results root) or ``error``, ``label``
 ``log``    everything the cell printed, every attempt appended after a header line
 
+Extraction parts (:mod:`medtransfer.sweep.parts`) are tasks too, with a folder of the same
+kind named by their key; their ``done`` state has ``record: null`` and the ``store`` they
+filled (they write no record).
+
 ``<grid name>/`` (one folder per grid): ``runs/<run id>.plan`` (JSON: the plan the local
 workers read), ``units/<key>.lock`` (claimed by the worker running a unit) and
 ``submitit/`` (Slurm task logs and pickles).
@@ -97,6 +101,8 @@ def cell_status(results: Path, key: str) -> CellStatus:
     if state is None:
         return CellStatus(PENDING, None, None)
     if state["state"] == DONE:
+        if state.get("record") is None:  # a task without a record: an extraction part
+            return CellStatus(DONE, state, None)
         record = Path(results) / state["record"]
         return (
             CellStatus(DONE, state, record)
@@ -108,15 +114,17 @@ def cell_status(results: Path, key: str) -> CellStatus:
     return CellStatus(INTERRUPTED, state, None)  # "running" with nobody holding the lock
 
 
-def reconcile(results: Path, key: str) -> dict[str, Any] | None:
-    """The state of the cell ``key`` for the process that now holds its lock: an attempt
+def reconcile(results: Path, key: str, *, records: bool = True) -> dict[str, Any] | None:
+    """The state of the task ``key`` for the process that now holds its lock: an attempt
     left ``running`` died; if it wrote its record first, the cell is done (the state file
-    says so from now on), otherwise it is ``interrupted``."""
+    says so from now on), otherwise it is ``interrupted``. ``records``: whether the task
+    writes a record at all (an extraction part does not: its dead attempt is interrupted,
+    and no record is looked for)."""
     files = cell_files(results, key)
     state = read_state(files)
     if state is None or state["state"] != RUNNING:
         return state
-    record = find_record(results, state["attempt"])
+    record = find_record(results, state["attempt"]) if records else None
     if record is not None:
         state = {**state, "state": DONE, "record": str(record.relative_to(results))}
     else:

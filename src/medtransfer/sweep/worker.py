@@ -2,8 +2,11 @@
 
 Workers of one stage share the plan (JSON in ``<results>/sweeps/<grid>/runs/<run id>.plan``)
 and divide its units between them by lock, with no coordinator: a first pass takes every unit
-nobody holds; a second pass waits for the units others hold and runs whatever they left
-(a worker that died leaves its unit's remaining cells to the others). A worker kills
+nobody holds (the extraction parts come first in a stage, one unit each, so N workers run N
+parts at once; a unit whose parts others are still running is left for later); a second
+pass waits for the units others hold, and for the parts of the units left, and runs
+whatever they left (a worker that died leaves its unit's remaining cells, or its part, to
+the others). A worker kills
 itself when the driver that started it is gone, so ``kill -9`` of the driver stops the
 whole sweep.
 """
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from medtransfer.sweep.locks import Lock
+from medtransfer.sweep.locks import Lock, is_held
 from medtransfer.sweep.order import Unit
 from medtransfer.sweep.runner import RunContext, run_unit, wants_run
 from medtransfer.sweep.state import cell_files, read_state
@@ -32,8 +35,15 @@ def unit_lock(ctx: RunContext, unit: Unit) -> Lock:
 
 def _left(ctx: RunContext, unit: Unit) -> bool:
     results = ctx.roots.results
-    return any(
-        wants_run(ctx, read_state(cell_files(results, cell.key)), results) for cell in unit.cells
+    tasks = unit.cells or unit.parts  # a unit of one part has no cells
+    return any(wants_run(ctx, read_state(cell_files(results, task.key)), results) for task in tasks)
+
+
+def _parts_running(ctx: RunContext, unit: Unit) -> bool:
+    """Whether another process is running one of the parts ``unit``'s cells wait for."""
+    results = ctx.roots.results
+    return bool(unit.cells) and any(
+        is_held(cell_files(results, part.key).lock) for part in unit.parts
     )
 
 
@@ -42,11 +52,13 @@ def work(ctx: RunContext, units: Sequence[Unit], say: Callable[[str], None] = pr
     held_elsewhere = []
     for unit in units:
         with unit_lock(ctx, unit) as lock:
-            if lock.try_acquire():
+            if lock.try_acquire() and not _parts_running(ctx, unit):
                 run_unit(ctx, unit, say=say)
             else:
                 held_elsewhere.append(unit)
-    for unit in held_elsewhere:
+    # units of cells first: each runs (or waits for) its own parts; a part alone needs no
+    # one to wait for it while it runs elsewhere
+    for unit in sorted(held_elsewhere, key=lambda unit: not unit.cells):
         if _left(ctx, unit):
             with unit_lock(ctx, unit) as lock:
                 lock.acquire()
