@@ -3,12 +3,18 @@ that is found done, not run twice; a cell held by a live process is running."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import multiprocessing
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from medtransfer.config import resolve_roots
+from medtransfer.errors import ConfigError
+from medtransfer.features.locks import FileLock
 from medtransfer.results.records import record_context, write_record
 from medtransfer.sweep.grid import load_grid
 from medtransfer.sweep.locks import Lock, is_held
@@ -85,3 +91,20 @@ def test_a_cell_whose_lock_another_process_holds_is_running(tmp_path: Path) -> N
     while is_held(files.lock) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert cell_status(results, key).status == INTERRUPTED  # its holder is gone
+
+
+def test_a_file_system_without_locks_is_named_with_where_to_move_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    path = tmp_path / "results" / "sweeps" / "cells" / "abcd" / "lock"
+    with pytest.raises(ConfigError) as raised:
+        Lock(path).try_acquire()
+    message = str(raised.value)
+    assert message.startswith(f"{path}: this file system refused a file lock (No locks available)")
+    assert "sweeps need one" in message and "--results-dir" in message
+    with pytest.raises(ConfigError, match="--cache-dir or MEDTRANSFER_CACHE"):
+        FileLock(tmp_path / "store.lock").acquire(exclusive=True)

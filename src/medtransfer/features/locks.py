@@ -45,21 +45,26 @@ def _lock_failed(exc: OSError) -> bool:
     return exc.errno in (errno.EACCES, errno.EAGAIN)
 
 
-def _unsupported(path: Path, exc: OSError) -> ConfigError:
-    return ConfigError(
-        f"{path}: this file system refused a file lock ({exc.strerror}); the feature store "
-        "needs one to share work between processes. Put the cache on a file system with "
-        "locks (--cache-dir or MEDTRANSFER_CACHE; Lustre needs the flock mount option)."
-    )
+#: What a refused lock means for the feature store, and where to move it.
+STORE_LOCK_HINT = (
+    "the feature store needs one to share work between processes. Put the cache on a file "
+    "system with locks (--cache-dir or MEDTRANSFER_CACHE; Lustre needs the flock mount option)."
+)
+
+
+def _unsupported(path: Path, exc: OSError, hint: str = STORE_LOCK_HINT) -> ConfigError:
+    return ConfigError(f"{path}: this file system refused a file lock ({exc.strerror}); {hint}")
 
 
 class FileLock:
     """A shared or exclusive ``flock`` on ``path`` (created if missing, unless ``create`` is
-    False: then a missing file cannot be locked)."""
+    False: then a missing file cannot be locked); ``hint``: what a file system without
+    locks means for the caller and where to move the file (the error's second half)."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, hint: str = STORE_LOCK_HINT) -> None:
         self.path = Path(path)
         self.create = create
+        self.hint = hint
         self.fd: int | None = None
         self.exclusive = False
 
@@ -95,7 +100,7 @@ class FileLock:
             except OSError as exc:
                 os.close(fd)
                 if not _lock_failed(exc):
-                    raise _unsupported(self.path, exc) from exc
+                    raise _unsupported(self.path, exc, self.hint) from exc
                 if not blocking or (on_wait is not None and on_wait()):
                     return False
                 time.sleep(poll)
