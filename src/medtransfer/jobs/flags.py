@@ -70,15 +70,21 @@ def option(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def int_list(text: str, flag: str) -> tuple[int, ...]:
-    """``"10,20"`` -> ``(10, 20)``; a clear error naming the flag otherwise."""
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+def str_list(text: str, flag: str) -> tuple[str, ...]:
+    """``"a, b/c.png,"`` -> ``("a", "b/c.png")`` (items stripped, empty ones dropped); an
+    error naming ``flag`` when nothing is left."""
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
     if not values:
         raise ConfigError(f"{flag} needs at least one value.")
     return values
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"10,20"`` -> ``(10, 20)``; a clear error naming the flag otherwise."""
+    try:
+        return tuple(int(part) for part in str_list(text, flag))
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}.") from None
 
 
 def or_original(kind: type[int] | type[float]) -> Parser:

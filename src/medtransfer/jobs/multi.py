@@ -20,6 +20,7 @@ from typing import Any
 from medtransfer.config import Roots
 from medtransfer.errors import ConfigError, DownloadError, ModelError
 from medtransfer.jobs.base import Job, JobResult
+from medtransfer.jobs.flags import str_list
 from medtransfer.jobs.options import ModelOptions, sharing_data
 from medtransfer.textable import format_table
 
@@ -27,10 +28,7 @@ from medtransfer.textable import format_table
 def split_models(text: str) -> list[str]:
     """Model names from ``-m`` values joined by commas (``"a,b"`` -> ``["a", "b"]``), in
     order, each once."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise ConfigError("-m/--model needs at least one model name.")
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(str_list(text, "-m/--model")))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from medtransfer.config import Roots
 from medtransfer.errors import ConfigError
 from medtransfer.jobs.base import Job, JobResult
-from medtransfer.jobs.flags import image_size_option, option
+from medtransfer.jobs.flags import image_size_option, option, str_list
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
 
 if TYPE_CHECKING:
@@ -39,14 +39,6 @@ QUANTIZERS = ("round", "truncate")  # analysis.reconstruction.QUANTIZERS
 CURVE_EVERY = 10
 #: Every how many steps the log says the loss (the original printed every 50).
 LOG_EVERY = 50
-
-
-def item_list(text: str, flag: str) -> tuple[str, ...]:
-    """``"a.png,b/c.png"`` -> ``("a.png", "b/c.png")``."""
-    items = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not items:
-        raise ConfigError(f"{flag} needs at least one item.")
-    return items
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ class ReconstructOptions:
         (),
         "comma-separated manifest items (paths relative to the dataset folder, as "
         "`datasets export` lists them) to reconstruct instead of a draw",
-        parse=item_list,
+        parse=str_list,
     )
     image_size: int = image_size_option(224)
     code_size: int = option(256, "side of the input code and the generator's output")

@@ -18,22 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medtransfer.config import Roots
-from medtransfer.errors import ConfigError
-from medtransfer.jobs.flags import add_flags, given_values, option
+from medtransfer.jobs.flags import add_flags, given_values, option, str_list
 from medtransfer.jobs.options import DataOptions, RunOptions
 
 if TYPE_CHECKING:
     from medtransfer.results.collect import RecordFile, Skipped
 
 FORMATS = ("markdown", "csv", "parquet")
-
-
-def str_list(text: str, flag: str) -> tuple[str, ...]:
-    """``"few-shot,linear"`` -> ``("few-shot", "linear")``; an error naming ``flag`` if empty."""
-    values = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not values:
-        raise ConfigError(f"{flag} needs at least one value.")
-    return values
 
 
 @dataclass(frozen=True)
