@@ -2,6 +2,11 @@
 
 Every file is written to a temporary sibling in the same directory, flushed, fsynced and
 then renamed over the destination (``os.replace`` is atomic on POSIX and Windows).
+
+Temporary files and folders are created private (``tempfile`` gives them modes 0600 and
+0700) and then given the modes a plain ``open``/``mkdir`` would (0666 and 0777 less the
+umask) before anything is renamed into place, so a cache or results root shared by a group
+is readable by the group exactly as the umask says.
 """
 
 from __future__ import annotations
@@ -17,11 +22,41 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """This process's umask (read from ``/proc`` where it can be, so no thread ever sees
+    it changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """A new temporary file in ``folder`` (open descriptor, path) with the mode a plain
+    ``open`` would give it (module docstring)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.fchmod(fd, 0o666 & ~current_umask())
+    return fd, tmp
+
+
+def temp_folder(folder: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A new temporary folder in ``folder`` with the mode a plain ``mkdir`` would give it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=folder))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, creating parent folders; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -67,7 +102,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = temp_folder(final.parent, f".{final.name}.")
     try:
         yield tmp
         try:

@@ -92,7 +92,7 @@ class FileLock:
         flags = os.O_RDWR | (os.O_CREAT if self.create else 0)
         while True:
             try:
-                fd = os.open(self.path, flags, 0o644)
+                fd = os.open(self.path, flags, 0o666)
             except FileNotFoundError:
                 return False
             try:
@@ -148,7 +148,7 @@ class Claims:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         self.held: set[int] = set()
 
     def claim(self, shard: int) -> bool:

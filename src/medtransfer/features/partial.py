@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ import numpy as np
 
 from medtransfer.features.layout import Layout, Part
 from medtransfer.features.locks import WorkerInfo, host_name, list_workers
-from medtransfer.fsutil import atomic_write_json
+from medtransfer.fsutil import atomic_write_json, temp_file, temp_folder
 
 #: Version of the partial-store format (``layout.json``).
 LAYOUT_VERSION = 2
@@ -254,7 +253,7 @@ class PartialStore:
         stop = start + len(block)
         if self.layout.shard_range(start, stop) is None:
             raise ValueError(f"rows {start}-{stop} are not whole shards of {self.layout}")
-        fd, tmp = tempfile.mkstemp(prefix=".chunk-", suffix=".tmp", dir=self.folder)
+        fd, tmp = temp_file(self.folder, ".chunk-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 hashing = _HashingFile(handle, _hasher(start, stop))
@@ -359,7 +358,7 @@ def open_partial(
             "host": host_name(),
             "pid": os.getpid(),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        tmp = temp_folder(folder.parent, f".{folder.name}.")
         atomic_write_json(tmp / LAYOUT, info)
         try:
             os.rename(tmp, folder)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from medtransfer.config import Roots
 from medtransfer.download import fetch, recorded_sha256
 from medtransfer.errors import ModelError
-from medtransfer.fsutil import atomic_write_json, sha256_file
+from medtransfer.fsutil import atomic_write_json, sha256_file, temp_file
 from medtransfer.models.archs import build_trunk, prepare_state_dict
 from medtransfer.models.backbone import load_strict
 from medtransfer.models.catalog import ModelSpec
@@ -66,7 +65,7 @@ def convert_file(spec: ModelSpec, roots: Roots, source: Path) -> tuple[Path, str
     )
     target = converted_path(roots, spec)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = temp_file(target.parent, f".{target.name}.")
     os.close(fd)
     try:
         torch.save({k: v.contiguous() for k, v in state.items()}, tmp)
