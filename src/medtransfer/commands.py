@@ -12,11 +12,11 @@ from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
-    from medtransfer.data.transforms import Preprocessing
     from medtransfer.features.store import StoreStatus
     from medtransfer.jobs.base import JobResult
+    from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.features import FeatureOptions
-    from medtransfer.jobs.options import JobData, ModelOptions, RunOptions
+    from medtransfer.jobs.options import JobData
 
 
 def datasets_list(roots: Roots, args: argparse.Namespace | None = None) -> int:
@@ -311,9 +311,10 @@ def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
     return 2 if any(run.result is None for run in runs) else 0
 
 
-def _feature_request(roots: Roots, args: argparse.Namespace) -> FeatureRequest:
+def _feature_request(roots: Roots, args: argparse.Namespace) -> FeatureAction:
     """What a ``features`` action asks for: its options (over the ``--for`` protocol's
     preset when one is given), the opened data and the preprocessing."""
+    from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.features import OPTION_CLASSES, protocol_preprocessing, resolve_options
     from medtransfer.jobs.flags import given_values
 
@@ -324,30 +325,24 @@ def _feature_request(roots: Roots, args: argparse.Namespace) -> FeatureRequest:
     preprocessing = protocol_preprocessing(
         features.for_protocol, opened.spec, features.image_size, features.resize
     )
-    return FeatureRequest(model, features, run, opened, preprocessing)
+    store = StoreRequest(features.for_protocol, opened, model, preprocessing, run)
+    return FeatureAction(store, features)
 
 
 @dataclass(frozen=True)
-class FeatureRequest:
-    """The options and opened data of a ``features`` action."""
+class FeatureAction:
+    """A ``features`` action: the ``store`` it names (that of the ``--for`` protocol) and
+    its own options."""
 
-    model: ModelOptions
+    store: StoreRequest
     features: FeatureOptions
-    run: RunOptions
-    opened: JobData
-    preprocessing: Preprocessing
-
-    @property
-    def protocol(self) -> str:
-        """The protocol whose features these are (``--for``)."""
-        return self.features.for_protocol
 
     def heading(self) -> str:
-        manifest, described = self.opened.manifest, self.preprocessing.describe()
+        store = self.store
+        manifest, described = store.data.manifest, store.preprocessing.describe()
         return (
-            f"features for {self.features.for_protocol}: {manifest.dataset} "
-            f"({len(manifest):,} images) x {self.model.model}, {described['image_size']} px "
-            f"{described['resize']}"
+            f"features for {store.protocol}: {manifest.dataset} ({len(manifest):,} images) x "
+            f"{store.model.model}, {described['image_size']} px {described['resize']}"
         )
 
 
@@ -360,14 +355,11 @@ def _print_store(status: StoreStatus) -> None:
 def features_extract(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.jobs.common import extract_feature_part, prepare_features
 
-    request = _feature_request(roots, args)
-    print(request.heading())
-    part = request.features.part
-    opened, preprocessing = request.opened, request.preprocessing
+    action = _feature_request(roots, args)
+    print(action.heading())
+    part = action.features.part
     if part is None:
-        job = prepare_features(
-            roots, opened, request.model, preprocessing, request.run, protocol=request.protocol
-        )
+        job = prepare_features(roots, action.store)
         found = job.features
         if found.computed:
             print(
@@ -380,9 +372,7 @@ def features_extract(roots: Roots, args: argparse.Namespace) -> int:
         n_rows, dim = found.features.shape
         print(f"store: complete: {n_rows:,} rows x {dim} features in {found.path}")
         return 0
-    result = extract_feature_part(
-        roots, opened, request.model, preprocessing, request.run, part, protocol=request.protocol
-    )
+    result = extract_feature_part(roots, action.store, part)
     print(result.summary())
     _print_store(result.status)
     if result.merged:
@@ -398,16 +388,9 @@ def features_extract(roots: Roots, args: argparse.Namespace) -> int:
 def features_status(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.jobs.common import feature_store_status
 
-    request = _feature_request(roots, args)
-    print(request.heading())
-    status = feature_store_status(
-        roots,
-        request.opened,
-        request.model,
-        request.preprocessing,
-        request.run,
-        protocol=request.protocol,
-    )
+    action = _feature_request(roots, args)
+    print(action.heading())
+    status = feature_store_status(roots, action.store)
     print(f"key: {status.key}")
     _print_store(status)
     return 0

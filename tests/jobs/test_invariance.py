@@ -21,7 +21,7 @@ from torchvision import transforms
 from medtransfer.config import Roots
 from medtransfer.data.transforms import Preprocessing
 from medtransfer.errors import ConfigError
-from medtransfer.jobs.common import prepare_features
+from medtransfer.jobs.common import StoreRequest, prepare_features
 from medtransfer.jobs.invariance import InvarianceOptions, _pool, run_invariance
 from medtransfer.jobs.options import DataOptions
 from medtransfer.jobs.registry import get_job
@@ -37,7 +37,7 @@ def test_a_transform_record_with_its_curve_and_no_extra_clean_passes(
     data = DataOptions("shenzhencxr")
     opened = data.open(job_roots)
     prepare_features(
-        job_roots, opened, MODEL, Preprocessing(32, "ratio"), RUN, protocol="invariance"
+        job_roots, StoreRequest("invariance", opened, MODEL, Preprocessing(32, "ratio"), RUN)
     )
 
     def no_extraction(*args, **kwargs):

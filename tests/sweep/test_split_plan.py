@@ -219,8 +219,14 @@ def test_a_part_names_the_store_its_cells_job_reads(
     from medtransfer.jobs.registry import get_job
     from medtransfer.sweep.parts import store_request
 
-    def asked(roots: object, data: Any, model: Any, preprocessing: Any, run: Any, **kw: Any):
-        raise _Asked(data.manifest.rows_hash, model, preprocessing, run, kw["protocol"])
+    def asked(roots: object, request: Any) -> None:
+        raise _Asked(
+            request.data.manifest.rows_hash,
+            request.model,
+            request.preprocessing,
+            request.run,
+            request.protocol,
+        )
 
     monkeypatch.setattr(common, "prepare_features", asked)
     from medtransfer.data.synth.primitives import SynthOptions

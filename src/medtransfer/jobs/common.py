@@ -100,12 +100,13 @@ def load_model(
 
 
 def _store_arguments(
-    roots: Roots, job: ModelJob, preprocessing: Preprocessing, run: RunOptions
+    roots: Roots, job: ModelJob, request: StoreRequest
 ) -> tuple[str, dict[str, Any]]:
     """(effective precision, the feature store's arguments after the backbone, manifest and
-    preprocessing) for ``job``: one place decides the store folder, the pixels and the key's
-    ingredients, so a protocol run and ``features extract`` name the same store."""
-    data = job.data
+    preprocessing) for ``job`` loaded for ``request``: one place decides the store folder,
+    the pixels and the key's ingredients, so a protocol run and ``features extract`` name
+    the same store."""
+    data, run, preprocessing = job.data, request.run, request.preprocessing
     precision = resolve_precision(run.precision, job.device)
     pixels = None
     if run.use_prepared:
@@ -125,71 +126,65 @@ def _store_arguments(
     return precision, arguments
 
 
-def prepare_features(
-    roots: Roots,
-    data: JobData,
-    model: ModelOptions,
-    preprocessing: Preprocessing,
-    run: RunOptions,
-    *,
-    protocol: str,
-) -> FeatureJob:
-    """Load the backbone and get (or extract) the features of every row of ``data``.
+@dataclass(frozen=True)
+class StoreRequest:
+    """The feature store a run of ``protocol`` reads: the opened ``data``, the ``model``
+    options, the ``preprocessing`` the protocol's job builds and the compute options
+    ``run``. A protocol run, ``features extract`` and a sweep's extraction parts all name
+    their store through one of these (:func:`_store_arguments`), so one request always
+    names one store."""
+
+    protocol: str
+    data: JobData
+    model: ModelOptions
+    preprocessing: Preprocessing
+    run: RunOptions
+
+
+def prepare_features(roots: Roots, request: StoreRequest) -> FeatureJob:
+    """Load the backbone and get (or extract) the features of every row of the request's
+    data.
 
     Pre-resized copies (``datasets prepare``) are read when ``run.use_prepared`` and one
     covers the resize; the record and the printed policies then say so."""
-    job = load_model(roots, data, model, run, protocol=protocol)
-    precision, arguments = _store_arguments(roots, job, preprocessing, run)
-    features = get_features(job.backbone, data.manifest, preprocessing, **arguments)
+    job = load_model(roots, request.data, request.model, request.run, protocol=request.protocol)
+    precision, arguments = _store_arguments(roots, job, request)
+    manifest, preprocessing = request.data.manifest, request.preprocessing
+    features = get_features(job.backbone, manifest, preprocessing, **arguments)
     job.timings["extraction_s"] = features.seconds
     return FeatureJob(
         **vars(job), preprocessing=preprocessing, features=features, precision=precision
     )
 
 
-def extract_feature_part(
-    roots: Roots,
-    data: JobData,
-    model: ModelOptions,
-    preprocessing: Preprocessing,
-    run: RunOptions,
-    part: Part,
-    *,
-    protocol: str,
-) -> PartResult:
-    """Extract ``part`` of the store :func:`prepare_features` reads with the same arguments
-    for ``protocol`` (:func:`medtransfer.features.store.extract_part`)."""
+def extract_feature_part(roots: Roots, request: StoreRequest, part: Part) -> PartResult:
+    """Extract ``part`` of the store :func:`prepare_features` reads for ``request``
+    (:func:`medtransfer.features.store.extract_part`)."""
     from medtransfer.features.store import extract_part
 
-    job = load_model(roots, data, model, run, protocol=protocol)
-    _, arguments = _store_arguments(roots, job, preprocessing, run)
+    job = load_model(roots, request.data, request.model, request.run, protocol=request.protocol)
+    _, arguments = _store_arguments(roots, job, request)
     root = arguments.pop("store_root")
-    return extract_part(job.backbone, data.manifest, preprocessing, root, part, **arguments)
+    manifest, preprocessing = request.data.manifest, request.preprocessing
+    return extract_part(job.backbone, manifest, preprocessing, root, part, **arguments)
 
 
-def feature_store_status(
-    roots: Roots,
-    data: JobData,
-    model: ModelOptions,
-    preprocessing: Preprocessing,
-    run: RunOptions,
-    *,
-    protocol: str,
-) -> StoreStatus:
-    """Where the store :func:`prepare_features` reads with the same arguments for
-    ``protocol`` stands (loads the backbone for its weights' hash; runs no forward pass)."""
+def feature_store_status(roots: Roots, request: StoreRequest) -> StoreStatus:
+    """Where the store :func:`prepare_features` reads for ``request`` stands (loads the
+    backbone for its weights' hash; runs no forward pass)."""
     from medtransfer.data.prepare import original_pixels
     from medtransfer.features.store import feature_key, store_status
 
-    job = load_model(roots, data, model, run, protocol=protocol)
-    _, arguments = _store_arguments(roots, job, preprocessing, run)
+    job = load_model(roots, request.data, request.model, request.run, protocol=request.protocol)
+    _, arguments = _store_arguments(roots, job, request)
+    manifest = request.data.manifest
     key = feature_key(
         arguments["weights_sha256"],
         arguments["normalization"],
         arguments["arch"],
-        data.manifest,
-        preprocessing,
-        arguments["pixels"] or original_pixels(data.manifest),
+        manifest,
+        request.preprocessing,
+        arguments["pixels"] or original_pixels(manifest),
         arguments["precision"],
     )
     return store_status(arguments["store_root"], key)

@@ -102,6 +102,7 @@ def run_few_shot(
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs.common import (
         Outcome,
+        StoreRequest,
         model_label,
         prepare_features,
         write_feature_record,
@@ -116,7 +117,7 @@ def run_few_shot(
     rows, n_way, described = episode_plan(opened.manifest, options)
     resize = options.resize or opened.spec.few_shot_resize
     preprocessing = Preprocessing(image_size=options.image_size, resize=resize)
-    job = prepare_features(roots, opened, model, preprocessing, run, protocol="few-shot")
+    job = prepare_features(roots, StoreRequest("few-shot", opened, model, preprocessing, run))
     start = time.perf_counter()
     labels = job.features.labels[rows]
     seeds = list(options.seeds) if options.seeds else [options.seed]

@@ -237,14 +237,13 @@ def _clean_features(
     import numpy as np
 
     from medtransfer.compute import resolve_precision
-    from medtransfer.jobs.common import load_model, prepare_features
+    from medtransfer.jobs.common import StoreRequest, load_model, prepare_features
     from medtransfer.jobs.invariance_features import Network, clean_features
 
     rows = pool[np.concatenate(batches)]
     if options.batchnorm == "eval":
-        feature_job = prepare_features(
-            roots, data, model, preprocessing, run, protocol="invariance"
-        )
+        request = StoreRequest("invariance", data, model, preprocessing, run)
+        feature_job = prepare_features(roots, request)
         store = feature_job.features.features
         picked = [np.asarray(store[r]) for r in evaluated]
         return feature_job, feature_job, feature_job.precision, np.asarray(store[rows]), picked

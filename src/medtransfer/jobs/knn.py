@@ -73,6 +73,7 @@ def run_knn(
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs.common import (
         Outcome,
+        StoreRequest,
         model_label,
         prepare_features,
         write_feature_record,
@@ -88,7 +89,7 @@ def run_knn(
     bank, test, ks = knn_plan(opened.manifest, options.ks)
     dropped = [k for k in options.ks if k not in ks]
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
-    job = prepare_features(roots, opened, model, preprocessing, run, protocol="knn")
+    job = prepare_features(roots, StoreRequest("knn", opened, model, preprocessing, run))
     start = time.perf_counter()
     features, labels = job.features.features, job.features.labels
     metric, name = job.metric, metric_key(job.metric)

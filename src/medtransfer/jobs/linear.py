@@ -125,6 +125,7 @@ def run_linear(
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs.common import (
         Outcome,
+        StoreRequest,
         model_label,
         prepare_features,
         write_feature_record,
@@ -140,7 +141,7 @@ def run_linear(
     opened = data.open(roots, val_seed=seeds[0])
     check_linear_data(opened.manifest, options)
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
-    job = prepare_features(roots, opened, model, preprocessing, run, protocol="linear")
+    job = prepare_features(roots, StoreRequest("linear", opened, model, preprocessing, run))
     start = time.perf_counter()
     name = metric_key(job.metric)
     runs = []

@@ -3,7 +3,7 @@ read, before those cells run (``split_extraction`` in the grid; the planning is
 :mod:`medtransfer.sweep.split`).
 
 A part task is named by the store it fills and its part: its key is a hash of the store's
-identity (:meth:`StoreRequest.identity`) and ``i/N``, so cells of any unit, stage or grid
+identity (:func:`store_identity`) and ``i/N``, so cells of any unit, stage or grid
 that read one store share its parts. It runs
 :func:`medtransfer.jobs.common.extract_feature_part` with the options of ``cell``, a cell
 that reads the store (the same arguments the cell's job gives
@@ -24,8 +24,8 @@ from medtransfer.sweep.cells import Cell
 from medtransfer.sweep.hashing import KEY_VERSION, json_value
 
 if TYPE_CHECKING:
-    from medtransfer.data.transforms import Preprocessing
-    from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
+    from medtransfer.jobs.common import StoreRequest
+    from medtransfer.jobs.options import DataOptions, JobData
 
 
 @dataclass(frozen=True)
@@ -59,47 +59,40 @@ class PartTask:
         return cls(**{**data, "cell": Cell.from_json(data["cell"])})
 
 
-@dataclass(frozen=True)
-class StoreRequest:
-    """The feature store a cell of ``protocol`` reads: its opened ``data``, the ``model``,
-    the ``preprocessing`` its job builds, and the compute options ``run``."""
+def store_identity(request: StoreRequest) -> dict[str, Any]:
+    """What the store of ``request`` depends on that is known before the model is loaded:
+    the model options (the run's label aside; ``--norm`` resolved for the protocol), the
+    dataset's rows, the preprocessing, the precision asked for and the pixel source. Two
+    requests with one identity read one store."""
+    model = {
+        field.name: json_value(getattr(request.model, field.name))
+        for field in dataclasses.fields(request.model)
+        if field.name not in ("label", "norm")
+    }
+    return {
+        "model": model,
+        "normalization": request.model.normalization(request.protocol),
+        "rows": request.data.manifest.rows_hash,
+        "preprocessing": request.preprocessing.describe(),
+        "precision": request.run.precision,
+        "use_prepared": request.run.use_prepared,
+    }
 
-    protocol: str
-    data: JobData
-    model: ModelOptions
-    preprocessing: Preprocessing
-    run: RunOptions
 
-    def identity(self) -> dict[str, Any]:
-        """What the store depends on that is known before the model is loaded: the model
-        options (the run's label aside; ``--norm`` resolved for the protocol), the
-        dataset's rows, the preprocessing, the precision asked for and the pixel source.
-        Two requests with one identity read one store."""
-        model = {
-            field.name: json_value(getattr(self.model, field.name))
-            for field in dataclasses.fields(self.model)
-            if field.name not in ("label", "norm")
-        }
-        return {
-            "model": model,
-            "normalization": self.model.normalization(self.protocol),
-            "rows": self.data.manifest.rows_hash,
-            "preprocessing": self.preprocessing.describe(),
-            "precision": self.run.precision,
-            "use_prepared": self.run.use_prepared,
-        }
-
-    def part_task(self, cell: Cell, index: int, count: int, resources: dict[str, Any]) -> PartTask:
-        """Part ``index`` of ``count`` of this store, planned for ``cell``."""
-        identity = self.identity()
-        key = sha256_json({"key_version": KEY_VERSION, "part": [index, count], "store": identity})
-        described = self.preprocessing.describe()
-        rows = len(self.data.manifest)
-        label = (
-            f"features part {index}/{count}: {self.model.model} {self.data.manifest.dataset} "
-            f"{described['image_size']}px {described['resize']} ({rows:,} images)"
-        )
-        return PartTask(key, index, count, cell, rows, dict(resources), label)
+def part_task(
+    request: StoreRequest, cell: Cell, index: int, count: int, resources: dict[str, Any]
+) -> PartTask:
+    """Part ``index`` of ``count`` of the store of ``request``, planned for ``cell``."""
+    key = sha256_json(
+        {"key_version": KEY_VERSION, "part": [index, count], "store": store_identity(request)}
+    )
+    described = request.preprocessing.describe()
+    manifest = request.data.manifest
+    label = (
+        f"features part {index}/{count}: {request.model.model} {manifest.dataset} "
+        f"{described['image_size']}px {described['resize']} ({len(manifest):,} images)"
+    )
+    return PartTask(key, index, count, cell, len(manifest), dict(resources), label)
 
 
 def store_request(
@@ -112,6 +105,7 @@ def store_request(
     reads; ``open_data`` opens its dataset (default: ``DataOptions.open(roots)``), as the
     job does: ``--uncertain original`` resolved for the protocol, the preprocessing of
     :func:`~medtransfer.jobs.features.protocol_preprocessing`."""
+    from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.features import protocol_preprocessing
     from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
     from medtransfer.jobs.original import resolve_data
@@ -136,15 +130,7 @@ def extract_part_now(roots: Roots, part: PartTask, options: tuple[Any, ...]) -> 
     from medtransfer.jobs.common import extract_feature_part
 
     request = store_request(roots, part.cell.protocol, options)
-    result = extract_feature_part(
-        roots,
-        request.data,
-        request.model,
-        request.preprocessing,
-        request.run,
-        Part(part.index, part.count),
-        protocol=request.protocol,
-    )
+    result = extract_feature_part(roots, request, Part(part.index, part.count))
     print(result.summary())
     print(f"store: {result.status.describe()}")
     if result.merged:

@@ -32,9 +32,10 @@ from medtransfer.errors import MedTransferError
 from medtransfer.fsutil import sha256_json
 from medtransfer.sweep.cells import Cell
 from medtransfer.sweep.order import Unit
-from medtransfer.sweep.parts import PartTask, StoreRequest, store_request
+from medtransfer.sweep.parts import PartTask, part_task, store_identity, store_request
 
 if TYPE_CHECKING:
+    from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.options import DataOptions, JobData
 
 
@@ -106,7 +107,7 @@ def plan_splits(roots: Roots, cells: Sequence[Cell]) -> SplitPlan:
     for cell in readers:
         try:
             request = store_request(roots, cell.protocol, cell.options(), opener)
-            identity = sha256_json(request.identity())
+            identity = sha256_json(store_identity(request))
         except MedTransferError as exc:
             if cell.split is not None:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -127,7 +128,8 @@ def plan_splits(roots: Roots, cells: Sequence[Cell]) -> SplitPlan:
         count = max(cell.split["parts"] for cell in store.asking if cell.split)
         resources = {**first.resources, **(first.split or {}).get("slurm", {})}
         parts = tuple(
-            store.request.part_task(first, index, count, resources) for index in range(1, count + 1)
+            part_task(store.request, first, index, count, resources)
+            for index in range(1, count + 1)
         )
         for cell in store.readers:
             parts_of[cell.key] = parts
