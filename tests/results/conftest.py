@@ -96,6 +96,7 @@ def hand_record(
     extra: dict[str, Any] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
     manifest_hash: str = "m" * 64,
+    weights_sha256: str = "w" * 64,
 ) -> Path:
     """Write a record of any protocol's shape (the records writer's own format)."""
     record = Record(
@@ -105,7 +106,7 @@ def hand_record(
         params={"preset": "none", "split_policy": "patient", **(params or {})},
         seed=seed,
         metrics=metrics,
-        weights_sha256="w" * 64,
+        weights_sha256=weights_sha256,
         manifest_hash=manifest_hash,
         timings={},
         environment={"medtransfer": "0.1.0", "git_commit": None, "device": "cpu"},

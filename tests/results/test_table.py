@@ -258,6 +258,40 @@ def test_wide_pivots_main_metrics_and_names_conflicts(tmp_path: Path) -> None:
     assert wide.conflicts == [f"byol / {column}: 2 runs"]
 
 
+def test_one_label_over_several_weights_is_split_by_their_hash(tmp_path: Path) -> None:
+    """Two checkpoints both named best.pt default to one label (supervised_r18@best): the
+    table keys each on its weights, never merges them; a label with one hash stays."""
+    for sha, value in (("a" * 64, 70.0), ("b" * 64, 60.0)):
+        hand_record(
+            tmp_path,
+            protocol="linear",
+            model="supervised_r18",
+            params={"metric": "accuracy", "label": "supervised_r18@best"},
+            metrics={"accuracy": value},
+            weights_sha256=sha,
+        )
+    for created in ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"):
+        hand_record(
+            tmp_path,
+            protocol="linear",
+            model="swav",
+            params={"metric": "accuracy"},
+            metrics={"accuracy": 65.0},
+            created=created,
+        )
+    table = long_table(read_records(tmp_path)[0])
+    assert set(table["label"]) == {
+        "supervised_r18@best#aaaaaaaa",
+        "supervised_r18@best#bbbbbbbb",
+        "swav",
+    }
+    wide = wide_table(table)
+    column = "linear shenzhencxr accuracy"
+    assert wide.values.loc["supervised_r18@best#aaaaaaaa", column] == 70.0
+    assert wide.values.loc["supervised_r18@best#bbbbbbbb", column] == 60.0
+    assert wide.conflicts == [f"swav / {column}: 2 runs"]
+
+
 def test_formats(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = long_table(read_records(shapes)[0])
     rows = list(csv.DictReader(io.StringIO(write_table(table, "csv", None))))

@@ -232,6 +232,24 @@ def record_rows(record: RecordFile) -> list[dict[str, Any]]:
     ]
 
 
+def split_shared_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a label that stands for several weights (two files both called
+    ``best.pt`` give two runs labelled ``supervised_r18@best``) made ``label#<sha256[:8]>``
+    on each of its rows with a weights hash, so no table, figure or report ever merges runs
+    of different weights; labels with one weights hash stay as they are."""
+    hashed = table[table["weights_sha256"] != ""]
+    counts = hashed.groupby("label")["weights_sha256"].nunique()
+    shared = counts[counts > 1].index
+    if shared.empty:
+        return table
+    table = table.copy()
+    rows = table["label"].isin(shared) & (table["weights_sha256"] != "")
+    table.loc[rows, "label"] = (
+        table.loc[rows, "label"] + "#" + table.loc[rows, "weights_sha256"].str[:8]
+    )
+    return table
+
+
 def long_table(records: Iterable[RecordFile]) -> pd.DataFrame:
     """One row per (record, metric), columns :data:`COLUMNS`, sorted by protocol, dataset,
     label, metric and creation time."""
@@ -239,6 +257,7 @@ def long_table(records: Iterable[RecordFile]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if table.empty:
         return table
+    table = split_shared_labels(table)
     table = table.sort_values(["protocol", "dataset", "label", "metric", "created"], kind="stable")
     return table.reset_index(drop=True)
 
