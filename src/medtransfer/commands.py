@@ -293,6 +293,9 @@ def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
     job = get_job(name)
     given = {k: v for options in job.options for k, v in given_values(options, args).items()}
     preset = given.pop("preset", "none")
+    if "model" not in given:  # a job without a model (perceptual distance of files)
+        _print_result(job.run(roots, *job.resolve(given, preset)))
+        return 0
     models = split_models(given.pop("model"))
     if len(models) == 1:
         _print_result(job.run(roots, *job.resolve({**given, "model": models[0]}, preset)))

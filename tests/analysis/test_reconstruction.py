@@ -150,6 +150,9 @@ def test_crops_and_pixels() -> None:
 def test_settings_that_cannot_work_are_refused(features, targets) -> None:
     with pytest.raises(ConfigError, match="multiple of 8"):
         dataclasses.replace(CONFIG, code_size=36)
+    # the deepest scale at 1x1: train-mode BatchNorm over one image would fail mid-run
+    with pytest.raises(ConfigError, match=r"scales 1x1 pixels.*--code-size 16 or more"):
+        dataclasses.replace(CONFIG, code_size=8, image_size=8)
     with pytest.raises(ConfigError, match="must fit"):
         dataclasses.replace(CONFIG, image_size=40)
     with pytest.raises(ConfigError, match="crop size is 32"):

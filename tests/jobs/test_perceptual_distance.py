@@ -187,3 +187,16 @@ def test_net_lists() -> None:
     assert net_list("none", "--nets") == ()
     with pytest.raises(ConfigError, match="--nets takes a comma-separated list"):
         net_list("resnet", "--nets")
+
+
+def test_the_command_line_runs_a_job_without_a_model(
+    roots: Roots, pairs_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """perceptual-distance takes no -m: the command runs it once, offline, SSIM only."""
+    from medtransfer.cli import main
+
+    args = ["perceptual-distance", "--pairs", str(pairs_csv), "--nets", "none"]
+    assert main([*args, "-i", str(PAIR_SIZE), "--tables", str(tmp_path / "tables")]) == 0
+    out = capsys.readouterr().out
+    assert "moco-v2 on chexpert (2 image(s)): SSIM" in out and "swav on bach" in out
+    assert out.strip().splitlines()[-1].startswith("record: ")

@@ -79,11 +79,19 @@ class ReconstructionConfig:
             raise ConfigError(f"--steps must be at least 1, got {self.steps}.")
         if self.crop not in CROPS:
             raise ConfigError(f"Unknown crop {self.crop!r}; use one of {', '.join(CROPS)}.")
-        step = 2**self.generator.depth
+        depth = self.generator.depth
+        step = 2**depth
         if self.code_size % step:
             raise ConfigError(
                 f"--code-size {self.code_size} must be a multiple of {step} for a generator "
-                f"of {self.generator.depth} scales."
+                f"of {depth} scales."
+            )
+        if self.code_size < 2 * step:
+            raise ConfigError(
+                f"--code-size {self.code_size} leaves the deepest of the generator's {depth} "
+                f"scales {self.code_size // step}x{self.code_size // step} pixels; its "
+                "BatchNorm, over one image, needs at least 2x2. Give --code-size "
+                f"{2 * step} or more (a multiple of {step}), or fewer scales with --depth."
             )
         if not 0 < self.image_size <= self.code_size:
             raise ConfigError(

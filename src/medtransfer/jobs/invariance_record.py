@@ -102,7 +102,7 @@ def outcome(
     if "similarity_ci" in metrics:
         low, high = metrics["similarity_ci"]
         unit = "pairs" if options.multiview else "images"
-        lines.append(f"similarity 95% CI {low:.6f}-{high:.6f} over {len(similarity)} {unit}")
+        lines.append(f"similarity 95% CI [{low:.6f}, {high:.6f}] over {len(similarity)} {unit}")
     if identity is not None:
         kept = "kept in" if options.keep_identity else "left out of"
         lines.append(f"the identity view ({values[identity]!r}) is {kept} the mean")
@@ -145,7 +145,7 @@ def outcome(
     headline = Headline(
         f"{transform} similarity",
         summary.similarity,
-        f"95% CI {interval[0]:.4f}-{interval[1]:.4f}" if interval else "",
+        f"95% CI [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "",
     )
     outcome = Outcome(
         "invariance",
