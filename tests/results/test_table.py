@@ -349,3 +349,16 @@ def test_label_policies_read_as_words() -> None:
     assert label_policy_text({"uncertain": "negative"}) == "uncertain=negative"
     assert label_policy_text({}) == "" and label_policy_text(None) == ""
     assert label_policy_text("original") == "original"  # records written before the dict
+
+
+def test_numbers_below_one_keep_four_decimals() -> None:
+    from medtransfer.results.table import markdown, number_text
+
+    assert number_text(96.2834) == "96.28" and number_text(-0.013724) == "-0.0137"
+    assert (
+        number_text(0.0) == "0.00"
+        and number_text(0.5, 0) == "0"
+        and number_text(0.74, 4) == "0.7400"
+    )
+    frame = pd.DataFrame({"similarity": [0.061353, 1.5]})
+    assert markdown(frame).splitlines()[2:] == ["| 0.0614 |", "| 1.50 |"]

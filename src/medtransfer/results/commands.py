@@ -205,6 +205,8 @@ def _formatted_wide(pivot: Any) -> Any:
     """The pivot's cells as ``value [low, high]`` text."""
     import math
 
+    from medtransfer.results.table import number_text
+
     frame = pivot.values.copy().astype(object)
     for column in pivot.values.columns:
         for label in pivot.values.index:
@@ -213,9 +215,10 @@ def _formatted_wide(pivot: Any) -> Any:
             if isinstance(value, float) and math.isnan(value):
                 frame.at[label, column] = ""
             elif math.isnan(low):
-                frame.at[label, column] = f"{value:.2f}"
+                frame.at[label, column] = number_text(value)
             else:
-                frame.at[label, column] = f"{value:.2f} [{low:.2f}, {high:.2f}]"
+                shown = (number_text(v) for v in (value, low, high))
+                frame.at[label, column] = "{} [{}, {}]".format(*shown)
     return frame
 
 

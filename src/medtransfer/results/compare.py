@@ -22,7 +22,7 @@ from medtransfer.errors import ProtocolError
 from medtransfer.results.collect import RecordFile
 from medtransfer.results.paired import Paired, holm_adjust, paired_bootstrap, paired_episodes
 from medtransfer.results.sidecar import load_sidecar
-from medtransfer.results.table import main_metric, metric_values, record_metric
+from medtransfer.results.table import main_metric, metric_values, number_text, record_metric
 
 #: Protocols whose records can be compared pair by pair, and what they share.
 PAIRED_PROTOCOLS = {"few-shot": "episodes", "linear": "test rows", "knn": "test rows"}
@@ -165,4 +165,4 @@ def interval_text(low: float, high: float) -> str:
     """``[lo, hi]`` or "no interval"."""
     if math.isnan(low) or math.isnan(high):
         return "no interval"
-    return f"[{low:.2f}, {high:.2f}]"
+    return f"[{number_text(low)}, {number_text(high)}]"

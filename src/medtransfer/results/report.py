@@ -28,7 +28,7 @@ from medtransfer.results.compare import (
     interval_text,
 )
 from medtransfer.results.plots import FigureFile, all_figures
-from medtransfer.results.table import COLUMNS, label_policy_text, long_table
+from medtransfer.results.table import COLUMNS, label_policy_text, long_table, number_text
 
 #: Fewer test items than this and a number "rests on few images".
 FEW_IMAGES = 100
@@ -82,7 +82,7 @@ def _e(value: object) -> str:
 def _num(value: float, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '<td class="num" data-sort=""></td>'
-    return f'<td class="num" data-sort="{value!r}">{value:.{digits}f}</td>'
+    return f'<td class="num" data-sort="{value!r}">{number_text(value, digits)}</td>'
 
 
 def _table(

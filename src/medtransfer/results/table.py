@@ -341,9 +341,18 @@ def wide_table(table: pd.DataFrame) -> Wide:
     return Wide(values, low, high, conflicts)
 
 
+def number_text(value: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, at least 4 when it is below 1 in magnitude
+    (similarities, SSIM, feature errors: two decimals would hide their differences);
+    ``digits`` 0 (counts) stays 0."""
+    places = max(digits, 4) if digits > 0 and 0 < abs(value) < 1 else digits
+    return f"{value:.{places}f}"
+
+
 def markdown(frame: pd.DataFrame, *, index: bool = False, digits: int = 2) -> str:
-    """A GitHub-flavoured markdown table of ``frame``; floats to ``digits`` decimals, NaN
-    and None as empty cells, 64-hex hashes cut to 12 characters."""
+    """A GitHub-flavoured markdown table of ``frame``; floats to ``digits`` decimals (more
+    below 1: :func:`number_text`), NaN and None as empty cells, 64-hex hashes cut to 12
+    characters."""
     shown = frame.reset_index() if index else frame
     headers = [str(c) for c in shown.columns]
 
@@ -351,7 +360,7 @@ def markdown(frame: pd.DataFrame, *, index: bool = False, digits: int = 2) -> st
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return ""
         if isinstance(value, float):
-            return f"{value:.{digits}f}"
+            return number_text(value, digits)
         text = str(value)
         if len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text):
             return text[:12]
