@@ -61,6 +61,7 @@ def test_uncertain_original_is_each_protocols_rule() -> None:
         "finetune-auc": "positive",
         "saliency": "positive",  # the analyses use no label
         "invariance": "positive",
+        "reconstruction": "positive",
     }
     assert original.resolve_data(DataOptions("chexpert"), "linear").uncertain == "positive"
     with pytest.raises(ConfigError, match="resolve it"):

@@ -19,6 +19,7 @@ from medtransfer.jobs.finetune import FinetuneOptions, run_finetune
 from medtransfer.jobs.knn import KnnOptions, run_knn
 from medtransfer.jobs.linear import LinearOptions, run_linear
 from medtransfer.jobs.options import DataOptions, ModelOptions
+from medtransfer.jobs.registry import JOBS, get_job
 from tests.jobs.conftest import MODEL, RUN, SIZE, log_lines
 
 SHENZHEN = DataOptions("shenzhencxr")
@@ -192,3 +193,16 @@ def test_datasets_check_names_the_label_policy(
     assert "labels: uncertain (-1) findings count as negative" in capsys.readouterr().out
     assert main([*roots, *check, "--uncertain", "original"]) == 2
     assert "--uncertain original means what the original's protocol did" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name", [job.name for job in JOBS if ModelOptions in job.options]
+)  # fmt: skip
+def test_every_model_job_refuses_a_bad_label_before_reading_data(
+    job_roots: Roots, name: str
+) -> None:
+    """bach is not under the data root: a job that read the data first would say so."""
+    job = get_job(name)
+    given = {"dataset": "bach", "model": "random_r18", "label": "supervised_r18"}
+    with pytest.raises(ConfigError, match="--label supervised_r18 names a catalog model"):
+        job.run(job_roots, *job.resolve(given, "none"))

@@ -17,7 +17,8 @@ from medtransfer.data.transforms import Preprocessing
 from medtransfer.features.store import FeatureSet, get_features
 from medtransfer.jobs import policies
 from medtransfer.jobs.base import Headline, JobResult
-from medtransfer.jobs.options import JobData, ModelOptions, RunOptions
+from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
+from medtransfer.jobs.original import resolve_data
 from medtransfer.models.backbone import Backbone
 from medtransfer.results.records import Record, environment_info, run_label, write_record
 
@@ -31,6 +32,21 @@ def model_label(model: ModelOptions) -> str:
     name = model.model if is_external(model.model) else get_model_spec(model.model).name
     reserved = [alias for spec in list_models() for alias in (spec.name, *spec.aliases)]
     return run_label(name, model.label, model.weights, reserved)
+
+
+def open_job_data(
+    roots: Roots,
+    data: DataOptions,
+    model: ModelOptions,
+    protocol: str,
+    *,
+    val_seed: int | None = None,
+) -> JobData:
+    """The dataset of a run of ``protocol``, opened once, after the run's label is checked
+    (a bad ``--label`` fails before any data is read), with ``--uncertain original``
+    resolved for ``protocol``."""
+    model_label(model)
+    return resolve_data(data, protocol).open(roots, val_seed=val_seed)
 
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from medtransfer.errors import ProtocolError
 from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.flags import image_size_option, int_list, option, or_original
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, few_shot_n_way, pool_rows, resolve_data
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, few_shot_n_way, pool_rows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -103,7 +103,7 @@ def run_few_shot(
     from medtransfer.jobs.common import (
         Outcome,
         StoreRequest,
-        model_label,
+        open_job_data,
         prepare_features,
         write_feature_record,
     )
@@ -112,8 +112,7 @@ def run_few_shot(
     from medtransfer.protocols.stats import format_spread, mean_over_seeds
     from medtransfer.results.sidecar import episode_arrays, episodes_digest
 
-    model_label(model)  # a bad --label fails before the data is read
-    opened = resolve_data(data, "few-shot").open(roots)
+    opened = open_job_data(roots, data, model, "few-shot")
     rows, n_way, described = episode_plan(opened.manifest, options)
     resize = options.resize or opened.spec.few_shot_resize
     preprocessing = Preprocessing(image_size=options.image_size, resize=resize)

@@ -28,7 +28,7 @@ from medtransfer.jobs.flags import (
     or_original,
 )
 from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
-from medtransfer.jobs.original import EVERY_RUN, ORIGINAL, resolve_data
+from medtransfer.jobs.original import EVERY_RUN, ORIGINAL
 from medtransfer.protocols.finetune_config import SEARCH_GRID_SIZE, FinetuneConfig
 from medtransfer.protocols.metrics import AUC, AUC_SOURCES
 
@@ -168,8 +168,8 @@ def run_finetune(
     from medtransfer.jobs.common import (
         Outcome,
         load_model,
-        model_label,
         model_params,
+        open_job_data,
         write_job_record,
     )
     from medtransfer.protocols.finetune import FinetuneResult, finetune, run_search
@@ -184,8 +184,7 @@ def run_finetune(
 
     started = time.perf_counter()
     variant = "finetune-auc" if options.metric == AUC else "finetune"
-    model_label(model)  # a bad --label fails before the data is read
-    opened = resolve_data(data, variant).open(roots)
+    opened = open_job_data(roots, data, model, variant)
     manifest = opened.manifest
     metric = opened.spec.metric if options.metric == "dataset" else options.metric
     auc_from = options.auc_from if metric == AUC else "probabilities"

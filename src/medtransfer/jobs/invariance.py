@@ -467,8 +467,7 @@ def run_invariance(
 ) -> JobResult:
     """One record per transform (or one for the multi-view pairs); with several, the
     result is the last one and its lines name every record."""
-    from medtransfer.jobs.common import model_label
-    from medtransfer.jobs.original import resolve_data
+    from medtransfer.jobs.common import open_job_data
 
     _check(options, run)
     if not options.multiview:
@@ -477,8 +476,7 @@ def run_invariance(
         _plans(
             options, options.image_size, Preprocessing(options.image_size, "ratio").resize_side()
         )
-    model_label(model)  # a bad --label fails before the data is read
-    opened = resolve_data(data, "invariance").open(roots)
+    opened = open_job_data(roots, data, model, "invariance")
     run_fn = _multiview if options.multiview else _synthetic
     results = run_fn(roots, opened, model, options, run)
     if len(results) == 1:

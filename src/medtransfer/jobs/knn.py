@@ -21,7 +21,7 @@ from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.checks import require_classes, require_test_rows
 from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import LINEAR_FEATURES, resolve_data
+from medtransfer.jobs.original import LINEAR_FEATURES
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
@@ -74,7 +74,7 @@ def run_knn(
     from medtransfer.jobs.common import (
         Outcome,
         StoreRequest,
-        model_label,
+        open_job_data,
         prepare_features,
         write_feature_record,
     )
@@ -84,8 +84,7 @@ def run_knn(
     from medtransfer.protocols.stats import format_interval, metrics_with_interval
     from medtransfer.results.sidecar import row_arrays
 
-    model_label(model)  # a bad --label fails before the data is read
-    opened = resolve_data(data, "knn").open(roots)
+    opened = open_job_data(roots, data, model, "knn")
     bank, test, ks = knn_plan(opened.manifest, options.ks)
     dropped = [k for k in options.ks if k not in ks]
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")

@@ -126,7 +126,7 @@ def run_linear(
     from medtransfer.jobs.common import (
         Outcome,
         StoreRequest,
-        model_label,
+        open_job_data,
         prepare_features,
         write_feature_record,
     )
@@ -136,9 +136,7 @@ def run_linear(
     from medtransfer.results.sidecar import row_arrays
 
     seeds: list[int | None] = list(options.seeds) if options.seeds else [None]
-    model_label(model)  # a bad --label fails before the data is read
-    data = resolve_data(data, "linear")
-    opened = data.open(roots, val_seed=seeds[0])
+    opened = open_job_data(roots, data, model, "linear", val_seed=seeds[0])
     check_linear_data(opened.manifest, options)
     preprocessing = Preprocessing(image_size=options.image_size, resize="shorter")
     job = prepare_features(roots, StoreRequest("linear", opened, model, preprocessing, run))
@@ -149,7 +147,9 @@ def run_linear(
         manifest = (
             job.manifest
             if val_seed == seeds[0]
-            else data.manifest(opened.resolved, roots.cache, val_seed=val_seed)
+            else resolve_data(data, "linear").manifest(
+                opened.resolved, roots.cache, val_seed=val_seed
+            )
         )
         runs.append(_evaluate(job, manifest, options))
     job.timings["linear_s"] = time.perf_counter() - start

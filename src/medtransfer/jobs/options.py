@@ -112,8 +112,9 @@ class DataOptions:
     def labels(self) -> LabelOptions:
         if self.uncertain == ORIGINAL:
             raise ConfigError(
-                "--uncertain original means what the original's protocol did; few-shot, "
-                "linear, knn and finetune resolve it. Here give positive, negative or ignore."
+                "--uncertain original means what the original's protocol did; the jobs "
+                "resolve it (few-shot, linear, knn, finetune and the analyses). Here give "
+                "positive, negative or ignore."
             )
         return LabelOptions(uncertain=self.uncertain, pm_positive=self.pm_positive)
 

@@ -62,6 +62,7 @@ UNCERTAIN: dict[str, str] = {
     # the analyses use no label (the original's invariance drew uncertain ones at random)
     "saliency": "positive",
     "invariance": "positive",
+    "reconstruction": "positive",
 }
 
 #: What every preset sets: the original read its image files (no pre-resized copies),

@@ -219,13 +219,19 @@ def run_reconstruct(
     from medtransfer.data.prepare import original_pixels
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.fsutil import sha256_json
-    from medtransfer.jobs.common import Outcome, load_model, model_params, write_job_record
+    from medtransfer.jobs.common import (
+        Outcome,
+        load_model,
+        model_params,
+        open_job_data,
+        write_job_record,
+    )
     from medtransfer.models.intermediate import intermediate_outputs, resolve_layer
 
     started = time.perf_counter()
     if run.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {run.batch_size}.")
-    opened = data.open(roots)
+    opened = open_job_data(roots, data, model, "reconstruction")
     manifest = opened.manifest
     chosen = _choose(manifest, options)
     job = load_model(roots, opened, model, run, protocol="reconstruction")

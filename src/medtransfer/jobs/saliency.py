@@ -261,11 +261,10 @@ def run_saliency(
     from medtransfer.jobs.common import (
         Outcome,
         load_model,
-        model_label,
         model_params,
+        open_job_data,
         write_job_record,
     )
-    from medtransfer.jobs.original import resolve_data
     from medtransfer.protocols.stats import bootstrap_interval
 
     check_geometry(options.image_size, options.patch, options.stride)
@@ -273,8 +272,7 @@ def run_saliency(
         raise ConfigError(f"--images must be 0 or more, got {options.images}.")
     if options.images == 0 and options.image is None:
         raise ConfigError("Nothing to analyse: give --images N (N > 0) or --image PATH.")
-    model_label(model)  # a bad --label fails before the data is read
-    opened = resolve_data(data, "saliency").open(roots)
+    opened = open_job_data(roots, data, model, "saliency")
     job = load_model(roots, opened, model, run, protocol="saliency")
     images, available = _draw(job, options)
     if not images:
