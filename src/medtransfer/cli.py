@@ -121,9 +121,11 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="run a grid of protocols x models x datasets x seeds from a YAML file, here or "
         "on Slurm; `sweep status GRID` shows where it stands",
         description="Validate the grid file (every problem listed with its line), then run "
-        "the cells that have no record yet, cells that share features together. Re-running "
-        "the same command resumes; `medtransfer sweep status GRID.yaml` lists every cell as "
-        "done, running, failed or pending with its record. See docs/sweeps.md.",
+        "the cells that have no record yet, cells that share features together (a large "
+        "dataset's extraction first, split into parts where the grid sets "
+        "`split_extraction`). Re-running the same command resumes; `medtransfer sweep status "
+        "GRID.yaml` lists every cell (and extraction part) as done, running, failed or "
+        "pending with its record. See docs/sweeps.md.",
     )
     sweep.add_argument("target", metavar="GRID.yaml|status", help="the grid file, or `status`")
     sweep.add_argument("grid", nargs="?", metavar="GRID.yaml", help="after `status`: the grid file")
@@ -141,7 +143,11 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="worker processes, one GPU each when several are visible (default: 1)",
     )
-    sweep.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and list the cells (and extraction parts) only",
+    )
     sweep.add_argument("--rerun-failed", action="store_true", help="run failed cells again")
     sweep.add_argument(
         "--force", action="store_true", help="run every cell again, even those with a record"
@@ -150,8 +156,9 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "--only",
         action="append",
         metavar="CELL",
-        help="only the cell(s) whose key starts so (repeatable; --dry-run lists the keys; "
-        "default: every cell)",
+        help="only the cell(s) whose key starts so, with the extraction parts they wait for, "
+        "or one extraction part by its key (repeatable; --dry-run lists the keys; default: "
+        "every cell)",
     )
     _add_roots(sweep, top_level=False)
 
