@@ -52,7 +52,7 @@ def test_n_way_original_is_the_published_runs_ways() -> None:
 
 def test_uncertain_original_is_each_protocols_rule() -> None:
     data = DataOptions("chexpert", uncertain="original")
-    resolved = {p: original.resolve_data(data, p).uncertain for p in original.UNCERTAIN}
+    resolved = {p: data.for_protocol(p).uncertain for p in original.UNCERTAIN}
     assert resolved == {
         "few-shot": "positive",
         "linear": "negative",
@@ -63,7 +63,7 @@ def test_uncertain_original_is_each_protocols_rule() -> None:
         "invariance": "positive",
         "reconstruction": "positive",
     }
-    assert original.resolve_data(DataOptions("chexpert"), "linear").uncertain == "positive"
+    assert DataOptions("chexpert").for_protocol("linear").uncertain == "positive"
     with pytest.raises(ConfigError, match="resolve it"):
         _ = data.labels  # `datasets check --uncertain original` has no protocol
 

@@ -18,7 +18,6 @@ from medtransfer.features.store import FeatureSet, get_features
 from medtransfer.jobs import policies
 from medtransfer.jobs.base import Headline, JobResult
 from medtransfer.jobs.options import DataOptions, JobData, ModelOptions, RunOptions
-from medtransfer.jobs.original import resolve_data
 from medtransfer.models.backbone import Backbone
 from medtransfer.results.records import Record, environment_info, run_label, write_record
 
@@ -46,7 +45,7 @@ def open_job_data(
     (a bad ``--label`` fails before any data is read), with ``--uncertain original``
     resolved for ``protocol``."""
     model_label(model)
-    return resolve_data(data, protocol).open(roots, val_seed=val_seed)
+    return data.for_protocol(protocol).open(roots, val_seed=val_seed)
 
 
 if TYPE_CHECKING:

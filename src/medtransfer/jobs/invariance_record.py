@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from medtransfer.analysis.invariance import Summary
     from medtransfer.data.transforms import Preprocessing
     from medtransfer.jobs.common import ModelJob, Outcome
-    from medtransfer.jobs.invariance import InvarianceOptions
+    from medtransfer.jobs.invariance_options import InvarianceOptions
 
 
 @dataclass

@@ -21,7 +21,7 @@ from medtransfer.jobs.base import Headline, Job, JobResult
 from medtransfer.jobs.checks import require_classes, require_test_rows
 from medtransfer.jobs.flags import bootstrap_option, image_size_option, int_list, option
 from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-from medtransfer.jobs.original import LINEAR_FEATURES, resolve_data
+from medtransfer.jobs.original import LINEAR_FEATURES
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
@@ -147,7 +147,7 @@ def run_linear(
         manifest = (
             job.manifest
             if val_seed == seeds[0]
-            else resolve_data(data, "linear").manifest(
+            else data.for_protocol("linear").manifest(
                 opened.resolved, roots.cache, val_seed=val_seed
             )
         )

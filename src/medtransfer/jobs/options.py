@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,7 +20,7 @@ from medtransfer.data.spec import DatasetSpec, ResolvedDataset
 from medtransfer.errors import ConfigError
 from medtransfer.jobs.base import PRESETS
 from medtransfer.jobs.flags import option
-from medtransfer.jobs.original import ORIGINAL, normalization_for
+from medtransfer.jobs.original import ORIGINAL, normalization_for, uncertain_for
 
 if TYPE_CHECKING:
     from medtransfer.models.backbone import Backbone
@@ -107,6 +107,13 @@ class DataOptions:
         "leave out classes that have no image (recorded); without it an empty class is an "
         "error naming its folder",
     )
+
+    def for_protocol(self, protocol: str) -> DataOptions:
+        """These options with ``--uncertain original`` replaced by what the original's
+        ``protocol`` did (the other fields as they are)."""
+        if self.uncertain != ORIGINAL:
+            return self
+        return replace(self, uncertain=uncertain_for(protocol))
 
     @property
     def labels(self) -> LabelOptions:

@@ -19,7 +19,6 @@ This module imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +27,6 @@ from medtransfer.errors import ConfigError
 
 if TYPE_CHECKING:
     from medtransfer.data.manifest import Manifest
-    from medtransfer.jobs.options import DataOptions
 
 ORIGINAL = "original"
 
@@ -128,14 +126,6 @@ def pool_rows(manifest: Manifest, pool: str) -> tuple[np.ndarray, str]:
 def uncertain_for(protocol: str) -> str:
     """CheXpert's uncertain-label policy of the original's ``protocol``."""
     return UNCERTAIN[protocol]
-
-
-def resolve_data(data: DataOptions, protocol: str) -> DataOptions:
-    """``data`` with ``--uncertain original`` replaced by what the original's ``protocol``
-    did (the other fields as they are)."""
-    if data.uncertain != ORIGINAL:
-        return data
-    return replace(data, uncertain=uncertain_for(protocol))
 
 
 def normalization_for(model: str, expected: str, protocol: str) -> str:

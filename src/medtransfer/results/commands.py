@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medtransfer.config import Roots
-from medtransfer.jobs.flags import add_flags, given_values, option, str_list
+from medtransfer.jobs.flags import add_flags, given_values, option
 from medtransfer.jobs.options import DataOptions, RunOptions
+from medtransfer.results.compare_options import CompareOptions
 
 if TYPE_CHECKING:
     from medtransfer.results.collect import RecordFile, Skipped
@@ -223,34 +224,6 @@ def _formatted_wide(pivot: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- compare
-
-
-@dataclass(frozen=True)
-class CompareOptions:
-    """Flags of ``medtransfer compare`` (plus the data and compute flags of the jobs)."""
-
-    models: tuple[str, ...] = option(help="a model to compare", flags=("-m", "--model"))
-    protocols: tuple[str, ...] = option(
-        ("few-shot", "linear", "knn"),
-        "protocols to compare on, comma-separated",
-        flags=("--protocol",),
-        parse=str_list,
-    )
-    k: int = option(20, "kNN neighbours the kNN verdict uses (added to the run's k if needed)")
-    n_way: int | None = option(None, "few-shot classes per episode (default: min(5, classes))")
-    n_support: int | None = option(None, "few-shot support images per class (job default)")
-    n_query: int | None = option(None, "few-shot query images per class (job default)")
-    iter_num: int | None = option(None, "few-shot episodes (job default)")
-    image_size: int | None = option(
-        None, "crop size of every job (default: each job's)", flags=("-i", "--image-size")
-    )
-    resamples: int = option(2000, "paired bootstrap resamples (linear, kNN)")
-    alpha: float = option(0.05, "level of the paired tests after Holm's correction")
-    seed: int = option(0, "seed of the paired bootstrap")
-    rerun: bool = option(False, "run every job again instead of reusing matching records")
-    settings: dict[str, Any] = option(
-        {}, "data and compute flags given, handed to each job", cli=False
-    )
 
 
 def run_compare(roots: Roots, options: CompareOptions) -> int:

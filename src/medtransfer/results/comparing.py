@@ -31,7 +31,7 @@ from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
     from medtransfer.jobs.base import Job
-    from medtransfer.results.commands import CompareOptions
+    from medtransfer.results.compare_options import CompareOptions
 
 
 def catalog_name(model: str) -> str:

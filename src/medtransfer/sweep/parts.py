@@ -108,10 +108,9 @@ def store_request(
     from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.features import protocol_preprocessing
     from medtransfer.jobs.options import DataOptions, ModelOptions, RunOptions
-    from medtransfer.jobs.original import resolve_data
 
     groups = (DataOptions, ModelOptions, RunOptions)
-    data = resolve_data(next(o for o in options if isinstance(o, DataOptions)), protocol)
+    data = next(o for o in options if isinstance(o, DataOptions)).for_protocol(protocol)
     model = next(o for o in options if isinstance(o, ModelOptions))
     run = next(o for o in options if isinstance(o, RunOptions))
     own = next(o for o in options if not isinstance(o, groups))
