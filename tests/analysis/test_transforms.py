@@ -46,7 +46,7 @@ def test_every_transform_of_the_original_with_its_default_k() -> None:
 
 
 def test_the_job_offers_every_transform() -> None:
-    from medtransfer.jobs.invariance import _NAMES
+    from medtransfer.jobs.invariance_options import _NAMES
 
     assert _NAMES == TRANSFORM_NAMES
 
