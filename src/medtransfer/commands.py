@@ -12,7 +12,6 @@ from medtransfer.config import Roots
 from medtransfer.textable import format_table
 
 if TYPE_CHECKING:
-    from medtransfer.features.store import StoreStatus
     from medtransfer.jobs.base import JobResult
     from medtransfer.jobs.common import StoreRequest
     from medtransfer.jobs.features import FeatureOptions
@@ -349,12 +348,6 @@ class FeatureAction:
         )
 
 
-def _print_store(status: StoreStatus) -> None:
-    print(f"store: {status.describe()}")
-    for worker in status.workers:
-        print(f"  working: {worker.describe()}")
-
-
 def features_extract(roots: Roots, args: argparse.Namespace) -> int:
     from medtransfer.jobs.common import extract_feature_part, prepare_features
 
@@ -376,11 +369,8 @@ def features_extract(roots: Roots, args: argparse.Namespace) -> int:
         print(f"store: complete: {n_rows:,} rows x {dim} features in {found.path}")
         return 0
     result = extract_feature_part(roots, action.store, part)
-    print(result.summary())
-    _print_store(result.status)
-    if result.merged:
-        print(f"part {result.part} was the last to finish and completed the store.")
-    elif not result.complete:
+    print("\n".join(result.lines()))
+    if not result.merged and not result.complete:
         print(
             "The store is completed by whichever part finishes last (or by `features "
             "extract` without --part); protocols extract what is missing themselves."
@@ -395,5 +385,5 @@ def features_status(roots: Roots, args: argparse.Namespace) -> int:
     print(action.heading())
     status = feature_store_status(roots, action.store)
     print(f"key: {status.key}")
-    _print_store(status)
+    print("\n".join(status.lines()))
     return 0

@@ -55,6 +55,11 @@ class StoreStatus:
             f"{self.n_shards} shards of {self.shard_rows} rows){parts}{working} in {self.partial}"
         )
 
+    def lines(self) -> list[str]:
+        """``store: <describe()>`` and a line per process working on the store."""
+        working = [f"  working: {worker.describe()}" for worker in self.workers]
+        return [f"store: {self.describe()}", *working]
+
 
 def store_status(store_root: Path, key: str) -> StoreStatus:
     """Where the store ``key`` under ``store_root`` stands (see :class:`StoreStatus`)."""

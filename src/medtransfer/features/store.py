@@ -147,6 +147,12 @@ class PartResult:
             f"{self.rows_reused:,} already there, {self.seconds:.1f} s"
         )
 
+    def lines(self) -> list[str]:
+        """What a part run says: :meth:`summary`, where the store stands now and, when this
+        part completed it, that it did."""
+        done = f"part {self.part} was the last to finish and completed the store."
+        return [self.summary(), *self.status.lines(), *([done] if self.merged else [])]
+
 
 def feature_key(
     weights_sha256: str,

@@ -130,10 +130,7 @@ def extract_part_now(roots: Roots, part: PartTask, options: tuple[Any, ...]) -> 
 
     request = store_request(roots, part.cell.protocol, options)
     result = extract_feature_part(roots, request, Part(part.index, part.count))
-    print(result.summary())
-    print(f"store: {result.status.describe()}")
-    if result.merged:
-        print(f"part {result.part} was the last to finish and completed the store.")
+    print("\n".join(result.lines()))
     return {
         "store": str(result.status.path),
         "merged": result.merged,

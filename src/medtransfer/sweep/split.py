@@ -74,34 +74,39 @@ class _Store:
     asking: list[Cell] = field(default_factory=list)  # cells whose threshold it meets
 
 
-class _Opener:
-    """Opens each dataset once (per data options); remembers what failed."""
+def _opener(roots: Roots) -> Callable[[DataOptions], JobData]:
+    """``DataOptions.open`` that tries each data options once: a dataset that failed to
+    open fails again at once (successes are shared by :func:`sharing_data`)."""
+    failed: dict[DataOptions, MedTransferError] = {}
 
-    def __init__(self, roots: Roots) -> None:
-        self.roots = roots
-        self.opened: dict[DataOptions, JobData | MedTransferError] = {}
+    def open_data(data: DataOptions) -> JobData:
+        if data in failed:
+            raise failed[data]
+        try:
+            return data.open(roots)
+        except MedTransferError as exc:
+            failed[data] = exc
+            raise
 
-    def __call__(self, data: DataOptions) -> JobData:
-        if data not in self.opened:
-            try:
-                self.opened[data] = data.open(self.roots)
-            except MedTransferError as exc:
-                self.opened[data] = exc
-        found = self.opened[data]
-        if isinstance(found, MedTransferError):
-            raise found
-        return found
+    return open_data
 
 
 def plan_splits(roots: Roots, cells: Sequence[Cell]) -> SplitPlan:
     """The extraction parts of ``cells`` (module docstring); opens nothing when no cell
-    asks for a split."""
+    asks for a split, and each dataset once."""
     asked = {c.raw.get("dataset") for c in cells if c.split is not None}
     readers = [c for c in cells if c.reuse is not None and c.raw.get("dataset") in asked]
     readers = [c for c in readers if _reads_store(c)]
     if not readers:
         return SplitPlan()
-    opener = _Opener(roots)
+    from medtransfer.jobs.options import sharing_data
+
+    with sharing_data():
+        return _plan(roots, readers)
+
+
+def _plan(roots: Roots, readers: Sequence[Cell]) -> SplitPlan:
+    opener = _opener(roots)
     stores: dict[str, _Store] = {}
     notes: dict[str, None] = {}
     for cell in readers:
