@@ -15,7 +15,6 @@ two accuracies (which agree up to float noise in the features).
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medtransfer.compute import device_name
 from medtransfer.config import resolve_roots
 from medtransfer.data.catalog import resolve_dataset
 from medtransfer.data.manifest import build_manifest
@@ -99,9 +99,7 @@ def main() -> None:
         fast_s = time.perf_counter() - start
 
     per_episode = args.n_way * (args.n_support + args.n_query)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
+    print(f"machine: {device_name('cpu')}, {torch.get_num_threads()} threads")
     print(
         f"data: {len(manifest)} images, {args.image_size}px, model {args.model}; "
         f"{args.episodes} episodes of {args.n_way}-way {args.n_support}-shot "

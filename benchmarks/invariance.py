@@ -26,7 +26,6 @@ a GPU (``--device auto`` picks it).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from medtransfer.analysis.invariance import (
     original_geometry,
     original_scores,
 )
-from medtransfer.compute import resolve_device
+from medtransfer.compute import device_name, resolve_device
 
 
 def synthetic_features(
@@ -185,8 +184,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.machine()
-    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device {device} ({device_name(device)}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for n_stats in (int(v) for v in args.stats.split(",")):
         r = measure(n_stats, args.images, args.k, args.dim, device, args.repeat)
         print(

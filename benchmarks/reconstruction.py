@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 
 from medtransfer.analysis.dip import SkipConfig
 from medtransfer.analysis.reconstruction import ReconstructionConfig, reconstruct
-from medtransfer.compute import resolve_device, resolve_precision
+from medtransfer.compute import device_name, resolve_device, resolve_precision
 from medtransfer.config import resolve_roots
 from medtransfer.models.intermediate import intermediate_outputs, resolve_layer
 from medtransfer.models.loader import load_backbone
@@ -96,11 +95,7 @@ def measure(
     rate_one, rate_together = 1 / one, images / together
     return {
         "device": device,
-        "device_name": (
-            torch.cuda.get_device_name(device)
-            if device.startswith("cuda")
-            else platform.processor() or platform.machine()
-        ),
+        "device_name": device_name(device),
         "precision": precision,
         "model": model,
         "images": images,

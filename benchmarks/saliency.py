@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from PIL import Image
 
 from medtransfer.analysis.batchnorm import batchnorm_statistics
 from medtransfer.analysis.saliency import attentive_diffusion, occlusion_scores, saliency_map
-from medtransfer.compute import autocast, resolve_device
+from medtransfer.compute import autocast, device_name, resolve_device
 from medtransfer.config import resolve_roots
 from medtransfer.data.synth.primitives import chest_radiograph
 from medtransfer.data.transforms import Preprocessing
@@ -138,9 +137,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor()
     print(
-        f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"device {device} ({device_name(device)}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads"
     )
     print(

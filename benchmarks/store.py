@@ -17,7 +17,6 @@ folder. Prints the wall times and (b) and (c) relative to (a).
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medtransfer.compute import device_name
 from medtransfer.config import resolve_roots
 from medtransfer.data.catalog import resolve_dataset
 from medtransfer.data.manifest import build_manifest
@@ -113,9 +113,7 @@ def main() -> None:
         assert np.array_equal(bare, default) and np.array_equal(default, every)
         assert np.array_equal(resumed, default)
 
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
+    print(f"machine: {device_name('cpu')}, {torch.get_num_threads()} threads")
     print(
         f"data: {len(manifest)} images at {args.image_size}px, {args.model}, "
         f"batch {args.batch_size}; best of {args.repeats}; all four give the same features"

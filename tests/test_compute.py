@@ -7,7 +7,14 @@ import contextlib
 import pytest
 import torch
 
-from medtransfer.compute import autocast, grad_scaler, is_cuda, resolve_device, resolve_precision
+from medtransfer.compute import (
+    autocast,
+    device_name,
+    grad_scaler,
+    is_cuda,
+    resolve_device,
+    resolve_precision,
+)
 from medtransfer.errors import ConfigError
 
 CUDA = torch.cuda.is_available()
@@ -63,3 +70,9 @@ def test_cuda_auto_is_bf16_for_inference_and_fp16_for_training() -> None:
         assert (x @ x).dtype == torch.float32
         assert not torch.backends.cuda.matmul.allow_tf32
     assert grad_scaler("cuda", "fp16").is_enabled()
+
+
+def test_a_cpu_is_named_by_its_processor_or_machine_type() -> None:
+    import platform
+
+    assert device_name("cpu") == (platform.processor() or platform.machine()) != ""

@@ -17,6 +17,7 @@ holds computed tensors (feature store, fine-tuning checkpoints) and of every rec
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -45,6 +46,14 @@ def resolve_device(name: str = "auto") -> str:
 def is_cuda(device: str | torch.device) -> bool:
     """Whether ``device`` is a CUDA device (``cuda``, ``cuda:1``, ...)."""
     return torch.device(device).type == "cuda"
+
+
+def device_name(device: str | torch.device) -> str:
+    """What ``device`` is, for people and benchmark tables: the GPU's name, or the CPU's
+    (the processor where the platform says it, else the machine type)."""
+    if is_cuda(device):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
