@@ -287,12 +287,13 @@ def run_job(roots: Roots, name: str, args: argparse.Namespace) -> int:
     one table; the exit status is 2 if any model failed."""
     from medtransfer.jobs.flags import given_values
     from medtransfer.jobs.multi import ModelRun, run_models, split_models, summary_table
+    from medtransfer.jobs.options import ModelOptions
     from medtransfer.jobs.registry import get_job
 
     job = get_job(name)
     given = {k: v for options in job.options for k, v in given_values(options, args).items()}
     preset = given.pop("preset", "none")
-    if "model" not in given:  # a job without a model (perceptual distance of files)
+    if ModelOptions not in job.options:  # a job without a model (perceptual distance)
         _print_result(job.run(roots, *job.resolve(given, preset)))
         return 0
     models = split_models(given.pop("model"))
