@@ -263,12 +263,11 @@ def run_unit(
     """Run the extraction parts ``unit`` waits for (or wait while others run them), then
     its cells in order; (task key, state afterwards) per part and cell."""
     outcomes = []
-    tasks: list[tuple[Cell | PartTask, Callable[[], str]]] = [
-        *((part, lambda part=part: run_part(ctx, part, say=say)) for part in unit.parts),
-        *((cell, lambda cell=cell: run_cell(ctx, cell, say=say)) for cell in unit.cells),
-    ]
-    for task, run in tasks:
-        outcome = run()
+    for task in (*unit.parts, *unit.cells):
+        if isinstance(task, PartTask):
+            outcome = run_part(ctx, task, say=say)
+        else:
+            outcome = run_cell(ctx, task, say=say)
         if outcome != "skipped":
             where = cell_files(ctx.roots.results, task.key).log
             say(f"{outcome}: {task.label} ({task.short}; log {where})")
