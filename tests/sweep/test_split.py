@@ -171,8 +171,11 @@ def test_parts_run_at_once_before_the_cells_and_a_killed_part_resumes(
     assert "2 cells: 2 done; 3 extraction parts: 3 done." in capsys.readouterr().out
     for key, text in zip(keys, _logs(results, keys), strict=True):
         state = read_state(cell_files(results, key))
-        assert state["state"] == "done" and state["record"] is None and state["attempts"] == 2
-        assert "already there" in text.split("attempt 2")[-1]  # resumed its saved shards
+        # 2 attempts, or 3 when the killed part's lock passed to the cells' worker (which
+        # waits on it) in the moment before the driver's kill took that worker down too
+        assert state["state"] == "done" and state["record"] is None and state["attempts"] in (2, 3)
+        last = text.rsplit(f"attempt {state['attempts']} of", 1)[-1]
+        assert "already there" in last  # the finishing attempt resumed saved shards
     (store,) = {read_state(cell_files(results, key))["store"] for key in keys}
     _check_the_store(results, cells, Path(store), data, tmp_path / "alone")
 
